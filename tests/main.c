@@ -1,0 +1,41 @@
+/* The test runner: every suite registers itself here; CUnit prints the summary. */
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "test_env.h"
+
+int lg_register_dtype_tests(void);
+
+
+static const lg_suite_register_fn suites[] = {
+    lg_register_dtype_tests,
+
+};
+
+int main(int argc, char **argv)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
+        if (suites[i]() != 0) {
+            fprintf(stderr, "suite registration failed: %s\n", CU_get_error_msg());
+            return 2;
+        }
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    /* `lg-tests SUITE` runs one suite */
+    if (argc > 1) {
+        CU_pSuite s = CU_get_suite(argv[1]);
+        if (!s) {
+            fprintf(stderr, "no suite named %s\n", argv[1]);
+            return 2;
+        }
+        CU_basic_run_suite(s);
+    } else {
+        CU_basic_run_tests();
+    }
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
