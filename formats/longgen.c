@@ -49,6 +49,27 @@ int lg_layer_attn_check(const lg_layer_attn *a, const char *what, lg_err *err)
     return lg_err_set(err, "%s: unknown attention kind", what);
 }
 
+long lg_attn_cached_positions(const lg_layer_attn *a, long T)
+{
+    if (T <= 0)
+        return 0;
+    switch (a->kind) {
+    case LG_ATTN_SINK_WINDOW: {
+        long keep = (long)a->sink + a->window;
+        return T < keep ? T : keep;
+    }
+    case LG_ATTN_BLOCK_STRIDED: {
+        long B = a->block, qb = (T - 1) / B;
+        long local = qb + 1 < a->local ? qb + 1 : a->local;
+        long first_local = qb - local + 1;
+        long strided = first_local / a->stride; /* kb < first_local with (kb+1) % stride == 0 */
+        return (local - 1) * B + (T - qb * B) + strided * B;
+    }
+    default:
+        return T;
+    }
+}
+
 cJSON *lg_layer_attn_to_json(const lg_layer_attn *a)
 {
     cJSON *o = cJSON_CreateObject();

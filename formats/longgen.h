@@ -45,6 +45,11 @@ static inline int lg_attn_visible(const lg_layer_attn *a, long i, long j)
     }
 }
 
+/* Key positions a layer's cache must hold after T tokens so that every later query still sees all
+ * it may attend to: T for full; sink + window for sink_window; for block_strided the L most recent
+ * blocks (the newest partly filled) plus every earlier block kb with (kb + 1) % stride == 0. */
+long lg_attn_cached_positions(const lg_layer_attn *a, long T);
+
 /* Checks a layer's parameters (positive sizes); 0 if fine. `what` names it in messages. */
 int lg_layer_attn_check(const lg_layer_attn *a, const char *what, lg_err *err);
 
