@@ -290,14 +290,18 @@ static int write_config(conversion *cv, lg_err *err)
     if (!doc)
         return lg_err_set(err, "out of memory");
     lg_rope_to_config(&cv->plan.rope, doc, cv->cfg->v5_style);
-    cJSON_ReplaceItemInObjectCaseSensitive(doc, "max_position_embeddings",
-                                           cJSON_CreateNumber(cv->plan.max_pos));
-    if (!cJSON_GetObjectItemCaseSensitive(doc, "max_position_embeddings"))
-        cJSON_AddNumberToObject(doc, "max_position_embeddings", cv->plan.max_pos);
+    cJSON *max_pos = cJSON_CreateNumber(cv->plan.max_pos);
+    if (cJSON_GetObjectItemCaseSensitive(doc, "max_position_embeddings"))
+        cJSON_ReplaceItemInObjectCaseSensitive(doc, "max_position_embeddings", max_pos);
+    else
+        cJSON_AddItemToObject(doc, "max_position_embeddings", max_pos);
     if (cv->o->has_dtype) {
         const char *key = cv->cfg->v5_style ? "dtype" : "torch_dtype";
-        if (!cJSON_ReplaceItemInObjectCaseSensitive(doc, key, cJSON_CreateString(torch_dtype_name(cv->o->dtype))))
-            cJSON_AddStringToObject(doc, key, torch_dtype_name(cv->o->dtype));
+        cJSON *name = cJSON_CreateString(torch_dtype_name(cv->o->dtype));
+        if (cJSON_GetObjectItemCaseSensitive(doc, key))
+            cJSON_ReplaceItemInObjectCaseSensitive(doc, key, name);
+        else
+            cJSON_AddItemToObject(doc, key, name);
     }
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "longgen");
     cJSON_AddItemToObject(doc, "longgen", longgen_object(cv));
