@@ -6,11 +6,15 @@
 #include "test_env.h"
 
 int lg_register_dtype_tests(void);
-
+int lg_register_safetensors_tests(void);
+int lg_register_config_tests(void);
+int lg_register_convert_tests(void);
 
 static const lg_suite_register_fn suites[] = {
     lg_register_dtype_tests,
-
+    lg_register_safetensors_tests,
+    lg_register_config_tests,
+    lg_register_convert_tests,
 };
 
 int main(int argc, char **argv)
@@ -24,17 +28,21 @@ int main(int argc, char **argv)
         }
     }
     CU_basic_set_mode(CU_BRM_VERBOSE);
-    /* `lg-tests SUITE` runs one suite */
+    /* `lg-tests [SUITE...]` runs the named suites, or all */
     if (argc > 1) {
-        CU_pSuite s = CU_get_suite(argv[1]);
-        if (!s) {
-            fprintf(stderr, "no suite named %s\n", argv[1]);
-            return 2;
+        for (int i = 1; i < argc; i++)
+            if (!CU_get_suite(argv[i])) {
+                fprintf(stderr, "no suite named %s\n", argv[i]);
+                return 2;
+            }
+        for (CU_pSuite s = CU_get_registry()->pSuite; s; s = s->pNext) {
+            int wanted = 0;
+            for (int i = 1; i < argc; i++)
+                wanted |= strcmp(s->pName, argv[i]) == 0;
+            CU_set_suite_active(s, wanted);
         }
-        CU_basic_run_suite(s);
-    } else {
-        CU_basic_run_tests();
     }
+    CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
     CU_cleanup_registry();
     return failed ? 1 : 0;
