@@ -11,6 +11,14 @@
 
 void lg_remove_tree(const char *dir)
 {
+    /* a file or a symlink (OUT replaced with --force) is removed itself, never followed */
+    struct stat st;
+    if (lstat(dir, &st) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlink(dir);
+        return;
+    }
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;

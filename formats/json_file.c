@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 cJSON *lg_json_parse(const char *text, size_t len, const char *label, lg_err *err)
@@ -38,13 +39,20 @@ cJSON *lg_json_read_file(const char *path, size_t max_bytes, lg_err *err)
         lg_err_set(err, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    char *buf = malloc(max_bytes + 1);
+    /* room for the file as it is (not the whole limit: 64 MiB for every index read); one byte
+     * more tells a file that grew past the limit */
+    struct stat st;
+    size_t room = max_bytes;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+        (unsigned long long)st.st_size < max_bytes)
+        room = (size_t)st.st_size;
+    char *buf = malloc(room + 1);
     if (!buf) {
         fclose(f);
         lg_err_set(err, "%s: out of memory", path);
         return NULL;
     }
-    size_t n = fread(buf, 1, max_bytes + 1, f);
+    size_t n = fread(buf, 1, room + 1, f);
     int bad = ferror(f);
     fclose(f);
     cJSON *doc = NULL;
@@ -52,6 +60,8 @@ cJSON *lg_json_read_file(const char *path, size_t max_bytes, lg_err *err)
         lg_err_set(err, "%s: read error", path);
     else if (n > max_bytes)
         lg_err_set(err, "%s: larger than the %zu-byte limit for this file", path, max_bytes);
+    else if (n > room)
+        lg_err_set(err, "%s: changed while being read", path);
     else
         doc = lg_json_parse(buf, n, path, err);
     free(buf);

@@ -48,14 +48,20 @@ int lg_llama_tensor_specs(const lg_hf_config *c, lg_tensor_spec **out)
 
 int lg_is_rotary_inv_freq(const char *name, int *layer)
 {
-    int l, len = 0;
-    if (sscanf(name, "model.layers.%d.self_attn.rotary_emb.inv_freq%n", &l, &len) == 1 &&
-        name[len] == 0 && l >= 0) {
-        if (layer)
-            *layer = l;
-        return 1;
-    }
-    return 0;
+    /* digits only, as transformers writes them (sscanf's %d would also take a sign, spaces, and
+     * wrap 4294967298 around to 2) */
+    static const char prefix[] = "model.layers.", suffix[] = ".self_attn.rotary_emb.inv_freq";
+    if (strncmp(name, prefix, sizeof prefix - 1) != 0)
+        return 0;
+    const char *digits = name + sizeof prefix - 1, *p = digits;
+    int l = 0;
+    while (*p >= '0' && *p <= '9' && p - digits < 9)
+        l = 10 * l + (*p++ - '0');
+    if (p == digits || (*digits == '0' && p - digits > 1) || strcmp(p, suffix) != 0)
+        return 0;
+    if (layer)
+        *layer = l;
+    return 1;
 }
 
 static int check_shape(const lg_tensor_spec *s, const lg_st_tensor *t, const char *dir, lg_err *err)
@@ -75,7 +81,21 @@ static int check_shape(const lg_tensor_spec *s, const lg_st_tensor *t, const cha
 }
 
 /* inv_freq buffers were saved by transformers from the model's own RoPE; they must agree with the
- * config (relative 1e-6: float32 pow may differ from ours by an ulp). */
+ * config: relative 1e-6 in float32 (torch's pow may differ from ours by an ulp); model.half() or
+ * .bfloat16() also rounds them, so a half type is allowed one ulp of its own (2^-10 F16,
+ * 2^-7 BF16) plus F16's smallest subnormal for the tiny frequencies of a large theta. */
+static float inv_freq_tolerance(lg_dtype dt, float want)
+{
+    switch (dt) {
+    case LG_DT_F16:
+        return 0x1p-10f * fabsf(want) + 0x1p-24f;
+    case LG_DT_BF16:
+        return 0x1p-7f * fabsf(want) + 1e-12f;
+    default:
+        return 1e-6f * fabsf(want) + 1e-12f;
+    }
+}
+
 static int check_inv_freq(const lg_hf_config *c, const lg_st_tensor *t, int layer, const char *dir,
                           lg_err *err)
 {
@@ -93,7 +113,7 @@ static int check_inv_freq(const lg_hf_config *c, const lg_st_tensor *t, int laye
     int rc = 0;
     for (int i = 0; i < half && rc == 0; i++) {
         float got = lg_load_float(t->data, t->dtype, (size_t)i);
-        if (!(fabsf(got - want[i]) <= 1e-6f * fabsf(want[i]) + 1e-12f))
+        if (!(fabsf(got - want[i]) <= inv_freq_tolerance(t->dtype, want[i])))
             rc = lg_err_set(err,
                             "%s: tensor '%s'[%d] = %.9g disagrees with the config's RoPE (%s, theta %g): %.9g",
                             dir, t->name, i, got, lg_rope_type_name(c->rope.type), c->rope.theta,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the bundled default model: install, build, convert models/kjv-tiny-longgen with
-# its LongGen plan, and show what came out.
+# its LongGen plan, show what came out, and generate a few sentences with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -10,3 +10,6 @@ out=out/kjv-tiny-longgen-lg
 mkdir -p out
 ./build/lg-convert "$model" -o "$out" --force --plan "$model/longgen_plan.json" --rope keep
 ./build/lg-convert inspect "$out"
+echo
+echo "== generating from $out (greedy, CPU)"
+./build/lg-run "$out" -p "And God said" -n 64

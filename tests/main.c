@@ -6,15 +6,23 @@
 #include "test_env.h"
 
 int lg_register_dtype_tests(void);
+int lg_register_malformed_tests(void);
 int lg_register_safetensors_tests(void);
 int lg_register_config_tests(void);
 int lg_register_convert_tests(void);
+int lg_register_tokenizer_tests(void);
+int lg_register_forward_cpu_tests(void);
+int lg_register_eval_tests(void);
 
 static const lg_suite_register_fn suites[] = {
     lg_register_dtype_tests,
+    lg_register_malformed_tests,
     lg_register_safetensors_tests,
     lg_register_config_tests,
     lg_register_convert_tests,
+    lg_register_tokenizer_tests,
+    lg_register_forward_cpu_tests,
+    lg_register_eval_tests,
 };
 
 int main(int argc, char **argv)

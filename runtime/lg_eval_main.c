@@ -1,0 +1,311 @@
+/* lg-eval: verify a model against a transformers reference, measure perplexity, tokenize. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_cpu.h"
+#include "model.h"
+#include "perplexity.h"
+#include "tokenizer.h"
+#include "verify.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: lg-eval verify MODEL --reference FILE [--max-rel-err E] [--json] [--device cpu]\n"
+"       lg-eval ppl MODEL --text FILE [--text FILE...] [--ctx N] [--json] [--device cpu]\n"
+"       lg-eval tokenize MODEL --text STRING | --decode IDS\n"
+"\n"
+"verify   runs the reference's input_ids and compares logits (relative error ||out-ref||/||ref||,\n"
+"         max abs error, argmax agreement), perplexity from its nll, and the greedy continuation;\n"
+"         exit 0 only when rel_err <= E (default 1e-4), argmax agreement is 100%% and greedy ids match\n"
+"ppl      tokenizes each file with BOS, concatenates, and scores windows of ctx+1 tokens every ctx\n"
+"         tokens (default ctx: the model's max_position_embeddings, at most 4096)\n"
+"tokenize prints the ids (BOS first) of STRING as a JSON array, or decodes a list like '[1,15043]'\n"
+"MODEL is a checkpoint directory (a LongGen checkpoint, or a plain HF one: every layer full).\n"
+"--plan FILE applies a longgen_plan.json to the model instead of its config's plan.\n");
+}
+
+typedef struct common_opts {
+    const char *model, *plan, *device;
+    int json;
+} common_opts;
+
+static lg_model *open_model(const common_opts *c, lg_err *err)
+{
+    if (c->device && strcmp(c->device, "cpu") != 0) {
+        lg_err_set(err, "--device %s: this build runs on the CPU only (--device cpu)", c->device);
+        return NULL;
+    }
+    lg_model *m = lg_model_load(c->model, err);
+    if (m && c->plan && lg_model_load_plan(m, c->plan, err) != 0) {
+        lg_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static int cmd_verify(const common_opts *c, const char *ref, double max_rel)
+{
+    lg_err err;
+    lg_model *m = open_model(c, &err);
+    lg_forward_state *s = m ? lg_forward_state_new(m, NULL, &err) : NULL;
+    lg_verify_result r;
+    if (!s || lg_verify_run(s, m->vocab_size, ref, &r, &err) != 0) {
+        fprintf(stderr, "lg-eval verify: %s\n", err.msg);
+        lg_forward_state_free(s);
+        lg_model_free(m);
+        return 1;
+    }
+    int ok = r.rel_err <= max_rel && r.argmax_agree == 1.0 && (!r.has_greedy || r.greedy_match);
+    if (c->json) {
+        printf("{\"rel_err\": %.9g, \"max_abs_err\": %.9g, \"argmax_agree\": %.6f, \"greedy_match\": %s, "
+               "\"ppl\": %.6f, \"ref_ppl\": %.6f, \"rows\": %d, \"pass\": %s}\n",
+               r.rel_err, r.max_abs_err, r.argmax_agree,
+               r.has_greedy ? (r.greedy_match ? "true" : "false") : "null", r.has_nll ? r.ppl : 0.0,
+               r.has_nll ? r.ref_ppl : 0.0, r.rows, ok ? "true" : "false");
+    } else {
+        printf("logits      %d rows: rel_err %.3g (limit %.3g), max_abs_err %.3g, argmax agreement %.2f%%\n",
+               r.rows, r.rel_err, max_rel, r.max_abs_err, 100 * r.argmax_agree);
+        if (r.has_nll)
+            printf("perplexity  %.6f (reference %.6f)\n", r.ppl, r.ref_ppl);
+        if (r.has_greedy)
+            printf("greedy      %d tokens: %s\n", r.greedy_len,
+                   r.greedy_match ? "identical" : "DIFFERENT");
+        if (r.has_greedy && !r.greedy_match)
+            printf("            first difference at generated token %d\n", r.greedy_first_diff);
+        printf("%s\n", ok ? "PASS" : "FAIL");
+    }
+    lg_forward_state_free(s);
+    lg_model_free(m);
+    return ok ? 0 : 1;
+}
+
+static int read_text(const char *path, char **buf, size_t *n, lg_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return lg_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    char *b = malloc(cap);
+    size_t got;
+    while (b && (got = fread(b + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap)
+            b = realloc(b, cap *= 2);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!b || bad) {
+        free(b);
+        return lg_err_set(err, "%s: read error", path);
+    }
+    *buf = b;
+    *n = len;
+    return 0;
+}
+
+/* Each file tokenized with BOS, concatenated in the order given. */
+static int tokenize_files(const lg_tokenizer *t, const char **files, int n_files, int **out, long *n_out,
+                          lg_err *err)
+{
+    int *all = NULL;
+    long total = 0;
+    for (int i = 0; i < n_files; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        int *ids = NULL, n = 0;
+        if (read_text(files[i], &text, &len, err) != 0)
+            goto fail;
+        int rc = lg_tokenizer_encode(t, text, len, 1, &ids, &n, err);
+        free(text);
+        if (rc != 0)
+            goto fail;
+        int *grown = realloc(all, sizeof(int) * (size_t)(total + n));
+        if (!grown) {
+            free(ids);
+            lg_err_set(err, "out of memory");
+            goto fail;
+        }
+        all = grown;
+        memcpy(all + total, ids, sizeof(int) * (size_t)n);
+        total += n;
+        free(ids);
+    }
+    *out = all;
+    *n_out = total;
+    return 0;
+fail:
+    free(all);
+    return -1;
+}
+
+static int cmd_ppl(const common_opts *c, const char **files, int n_files, long ctx)
+{
+    lg_err err;
+    int *ids = NULL;
+    long n = 0;
+    lg_model *m = open_model(c, &err);
+    lg_tokenizer *t = m ? lg_tokenizer_load(c->model, &err) : NULL;
+    if (!t || tokenize_files(t, files, n_files, &ids, &n, &err) != 0) {
+        fprintf(stderr, "lg-eval ppl: %s\n", err.msg);
+        lg_tokenizer_free(t);
+        lg_model_free(m);
+        return 1;
+    }
+    if (ctx == 0)
+        ctx = m->max_pos < 4096 ? m->max_pos : 4096;
+    lg_forward_opts fo = {.max_seq = (int)ctx + 1};
+    lg_forward_state *s = lg_forward_state_new(m, &fo, &err);
+    lg_ppl_result r;
+    int rc = s ? lg_ppl_run(s, ids, n, (int)ctx, 1, &r, &err) : -1;
+    if (rc != 0) {
+        fprintf(stderr, "lg-eval ppl: %s\n", err.msg);
+    } else if (c->json) {
+        printf("{\"ppl\": %.6f, \"tokens\": %ld, \"predicted\": %ld, \"windows\": %ld, \"ctx\": %ld, "
+               "\"tokens_per_s\": %.1f}\n", r.ppl, n, r.predicted, r.windows, ctx, r.tokens_per_s);
+    } else {
+        printf("tokens      %ld (%d file%s, BOS each)\n", n, n_files, n_files == 1 ? "" : "s");
+        printf("windows     %ld of ctx %ld (+1), %ld tokens predicted\n", r.windows, ctx, r.predicted);
+        printf("ppl         %.4f\n", r.ppl);
+        printf("speed       %.1f tokens/s (%.1f s)\n", r.tokens_per_s, r.seconds);
+    }
+    lg_forward_state_free(s);
+    free(ids);
+    lg_tokenizer_free(t);
+    lg_model_free(m);
+    return rc ? 1 : 0;
+}
+
+static int parse_id_list(const char *s, int **out, int *n, lg_err *err)
+{
+    int cap = 16, k = 0;
+    int *ids = malloc(sizeof(int) * (size_t)cap);
+    const char *p = s;
+    while (ids && *p) {
+        if (*p == '[' || *p == ']' || *p == ',' || *p == ' ') {
+            p++;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > (1L << 30)) {
+            free(ids);
+            return lg_err_set(err, "--decode: '%s' is not a list of token ids", s);
+        }
+        if (k == cap)
+            ids = realloc(ids, sizeof(int) * (size_t)(cap *= 2));
+        if (ids)
+            ids[k++] = (int)v;
+        p = end;
+    }
+    if (!ids)
+        return lg_err_set(err, "out of memory");
+    *out = ids;
+    *n = k;
+    return 0;
+}
+
+static int cmd_tokenize(const common_opts *c, const char *text, const char *decode)
+{
+    lg_err err;
+    lg_tokenizer *t = lg_tokenizer_load(c->model, &err);
+    int *ids = NULL, n = 0, rc = 0;
+    if (!t) {
+        rc = -1;
+    } else if (decode) {
+        char *s = NULL;
+        rc = parse_id_list(decode, &ids, &n, &err);
+        if (rc == 0 && !(s = lg_tokenizer_decode(t, ids, n, &err)))
+            rc = -1;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+    } else {
+        rc = lg_tokenizer_encode(t, text, strlen(text), 1, &ids, &n, &err);
+        for (int i = 0; rc == 0 && i < n; i++)
+            printf("%s%d", i ? ", " : "[", ids[i]);
+        if (rc == 0)
+            printf("]\n");
+    }
+    if (rc != 0)
+        fprintf(stderr, "lg-eval tokenize: %s\n", err.msg);
+    free(ids);
+    lg_tokenizer_free(t);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    enum { O_REF = 256, O_MAXREL, O_JSON, O_DEVICE, O_TEXT, O_CTX, O_DECODE, O_PLAN };
+    static const struct option longs[] = {
+        {"reference", required_argument, 0, O_REF}, {"max-rel-err", required_argument, 0, O_MAXREL},
+        {"json", no_argument, 0, O_JSON}, {"device", required_argument, 0, O_DEVICE},
+        {"text", required_argument, 0, O_TEXT}, {"ctx", required_argument, 0, O_CTX},
+        {"decode", required_argument, 0, O_DECODE}, {"plan", required_argument, 0, O_PLAN},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    common_opts c = {0};
+    const char *ref = NULL, *decode = NULL;
+    const char **texts = calloc((size_t)argc, sizeof *texts);
+    int n_texts = 0, opt;
+    double max_rel = 1e-4;
+    long ctx = 0;
+    char *end;
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (opt) {
+        case O_REF: ref = optarg; break;
+        case O_MAXREL:
+            max_rel = strtod(optarg, &end);
+            if (end == optarg || *end || !(max_rel >= 0)) {
+                fprintf(stderr, "lg-eval: --max-rel-err '%s' is not a number >= 0\n", optarg);
+                return 2;
+            }
+            break;
+        case O_JSON: c.json = 1; break;
+        case O_DEVICE: c.device = optarg; break;
+        case O_TEXT: texts[n_texts++] = optarg; break;
+        case O_CTX:
+            ctx = strtol(optarg, &end, 10);
+            if (end == optarg || *end || ctx < 1 || ctx > (1L << 24)) {
+                fprintf(stderr, "lg-eval: --ctx '%s' must be a positive whole number\n", optarg);
+                return 2;
+            }
+            break;
+        case O_DECODE: decode = optarg; break;
+        case O_PLAN: c.plan = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "lg-eval %s: give one MODEL directory (--help for usage)\n", cmd);
+        return 2;
+    }
+    c.model = argv[optind];
+    int rc;
+    if (strcmp(cmd, "verify") == 0 && ref)
+        rc = cmd_verify(&c, ref, max_rel);
+    else if (strcmp(cmd, "ppl") == 0 && n_texts > 0)
+        rc = cmd_ppl(&c, texts, n_texts, ctx);
+    else if (strcmp(cmd, "tokenize") == 0 && (n_texts == 1 || decode))
+        rc = cmd_tokenize(&c, n_texts ? texts[0] : NULL, decode);
+    else {
+        fprintf(stderr, "lg-eval: '%s' needs %s (--help for usage)\n", cmd,
+                strcmp(cmd, "verify") == 0 ? "--reference FILE"
+                : strcmp(cmd, "ppl") == 0 ? "--text FILE"
+                : strcmp(cmd, "tokenize") == 0 ? "--text STRING or --decode IDS"
+                : "a known command: verify, ppl, tokenize");
+        rc = 2;
+    }
+    free(texts);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/* lg-run: generate text from a model, streaming it as it comes. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_cpu.h"
+#include "model.h"
+#include "progress.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: lg-run MODEL -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S] [--device cpu]\n"
+"  -p, --prompt TEXT   prompt (BOS is added)\n"
+"  -n, --tokens N      tokens to generate (default 128; stops early at EOS)\n"
+"  --temp T            temperature (default 0: greedy)\n"
+"  --top-p P           nucleus sampling threshold (default 0.9, with --temp > 0)\n"
+"  --seed S            random seed for sampling (default 42)\n"
+"  --plan FILE         apply a longgen_plan.json instead of the config's plan\n"
+"Prints the prompt and the generation as they come, then prompt and generation tokens/s on stderr.\n");
+}
+
+static int parse_num(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "lg-run: %s '%s' must be a number in [%g, %g]\n", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Prints what decode(ids[0..n)) adds beyond the `shown` bytes already printed. */
+static int stream_text(const lg_tokenizer *t, const int *ids, int n, size_t *shown, lg_err *err)
+{
+    char *text = lg_tokenizer_decode(t, ids, n, err);
+    if (!text)
+        return -1;
+    size_t len = strlen(text);
+    if (len > *shown) {
+        fputs(text + *shown, stdout);
+        fflush(stdout);
+        *shown = len;
+    }
+    free(text);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_TEMP = 256, O_TOPP, O_SEED, O_DEVICE, O_PLAN };
+    static const struct option longs[] = {
+        {"prompt", required_argument, 0, 'p'}, {"tokens", required_argument, 0, 'n'},
+        {"temp", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
+        {"seed", required_argument, 0, O_SEED}, {"device", required_argument, 0, O_DEVICE},
+        {"plan", required_argument, 0, O_PLAN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *prompt = NULL, *device = "cpu", *plan = NULL;
+    double n_new = 128, temp = 0, top_p = 0.9, seed = 42;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "p:n:h", longs, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case 'p': prompt = optarg; break;
+        case 'n': bad = parse_num("-n", optarg, 1, 1 << 24, &n_new); break;
+        case O_TEMP: bad = parse_num("--temp", optarg, 0, 100, &temp); break;
+        case O_TOPP: bad = parse_num("--top-p", optarg, 0, 1, &top_p); break;
+        case O_SEED: bad = parse_num("--seed", optarg, 0, 1e15, &seed); break;
+        case O_DEVICE: device = optarg; break;
+        case O_PLAN: plan = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (optind != argc - 1 || !prompt) {
+        fprintf(stderr, "lg-run: give one MODEL directory and -p PROMPT (--help for usage)\n");
+        return 2;
+    }
+    if (strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "lg-run: --device %s: this build runs on the CPU only (--device cpu)\n", device);
+        return 2;
+    }
+    const char *dir = argv[optind];
+    lg_err err;
+    lg_model *m = lg_model_load(dir, &err);
+    lg_tokenizer *t = m ? lg_tokenizer_load(dir, &err) : NULL;
+    int *ids = NULL, n_prompt = 0, rc = 0;
+    lg_forward_state *s = NULL;
+    float *logits = NULL;
+    lg_sampler sampler = {0};
+    if (!t || (plan && lg_model_load_plan(m, plan, &err) != 0) ||
+        lg_tokenizer_encode(t, prompt, strlen(prompt), 1, &ids, &n_prompt, &err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    int total = n_prompt + (int)n_new;
+    lg_forward_opts fo = {.max_seq = total};
+    s = lg_forward_state_new(m, &fo, &err);
+    ids = realloc(ids, sizeof(int) * (size_t)total);
+    logits = malloc(sizeof(float) * (size_t)m->vocab_size);
+    if (!s || !ids || !logits || lg_sampler_init(&sampler, m->vocab_size, (float)temp, (float)top_p,
+                                                  (uint64_t)seed) != 0) {
+        if (s)
+            lg_err_set(&err, "out of memory");
+        rc = -1;
+        goto done;
+    }
+    size_t shown = 0;
+    double t0 = lg_now();
+    rc = lg_forward_tokens(s, ids, n_prompt, 0, LG_LOGITS_LAST, logits, &err);
+    double t_prompt = lg_now() - t0;
+    if (rc == 0)
+        rc = stream_text(t, ids, n_prompt, &shown, &err);
+    int n = n_prompt;
+    double t1 = lg_now();
+    while (rc == 0 && n < total) {
+        int next = lg_sampler_sample(&sampler, logits);
+        ids[n++] = next;
+        if (next == m->eos_id)
+            break;
+        rc = stream_text(t, ids, n, &shown, &err);
+        if (rc == 0 && n < total)
+            rc = lg_forward_tokens(s, &next, 1, n - 1, LG_LOGITS_LAST, logits, &err);
+    }
+    double t_gen = lg_now() - t1;
+    if (rc == 0) {
+        printf("\n");
+        fprintf(stderr, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s\n",
+                n_prompt, t_prompt > 0 ? n_prompt / t_prompt : 0.0, n - n_prompt,
+                t_gen > 0 ? (n - n_prompt) / t_gen : 0.0);
+    }
+done:
+    if (rc != 0)
+        fprintf(stderr, "lg-run: %s\n", err.msg);
+    lg_sampler_free(&sampler);
+    free(logits);
+    free(ids);
+    lg_forward_state_free(s);
+    lg_tokenizer_free(t);
+    lg_model_free(m);
+    return rc ? 1 : 0;
+}

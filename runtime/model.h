@@ -1,0 +1,54 @@
+/* A Llama / LongGen model for the CPU forward pass: the configuration, the attention plan of every
+ * layer, and every weight converted to float32 once at load (packed for lg_matmul where it is a
+ * matrix). Built from a Hugging Face checkpoint directory by lg_model_load, released by lg_model_free. */
+#ifndef LG_MODEL_H
+#define LG_MODEL_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "hf_config.h"
+#include "longgen.h"
+#include "matmul_cpu.h"
+
+typedef struct lg_layer_weights {
+    float *attn_norm;  /* [dim]  input_layernorm */
+    lg_pmat wqkv;      /* [(n_heads + 2 n_kv_heads) head_dim, dim]: q_proj, k_proj, v_proj stacked */
+    lg_pmat wo;        /* [dim, n_heads head_dim] o_proj */
+    float *mlp_norm;   /* [dim]  post_attention_layernorm */
+    lg_pmat w_gate_up; /* [2 ffn_dim, dim]: gate_proj then up_proj */
+    lg_pmat w_down;    /* [dim, ffn_dim] down_proj */
+} lg_layer_weights;
+
+typedef struct lg_model {
+    /* shape */
+    int dim, ffn_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, max_pos;
+    float rms_eps;
+    int tied;          /* lm_head is the embedding */
+    lg_rope rope;
+    int bos_id, eos_id; /* -1 when the config has none */
+    /* the attention kind of each layer: the config's `longgen` plan, all full without one */
+    lg_layer_attn *layers;
+    /* weights */
+    float *embed;      /* [vocab_size, dim] */
+    lg_layer_weights *w;
+    float *final_norm; /* [dim] */
+    lg_pmat lm_head;   /* [vocab_size, dim] (a packed copy of embed when tied) */
+    char *dir;
+} lg_model;
+
+/* Loads DIR (config.json + model.safetensors or a sharded index). Checks that every tensor the
+ * forward pass needs exists with the shape the config implies. NULL on error. */
+lg_model *lg_model_load(const char *dir, lg_err *err);
+void lg_model_free(lg_model *m);
+
+/* Replaces the attention plan (n_layers entries, checked). Forward states made afterwards use it;
+ * existing states keep the plan they were made with. */
+int lg_model_set_layers(lg_model *m, const lg_layer_attn *layers, lg_err *err);
+/* Reads a longgen_plan.json ({"full_layers":[...],"sparse":{...}}) and applies it. */
+int lg_model_load_plan(lg_model *m, const char *plan_path, lg_err *err);
+
+/* Bytes of float32 weights held. */
+size_t lg_model_weight_bytes(const lg_model *m);
+
+#endif

@@ -1,0 +1,193 @@
+#include "verify.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+/* Rows of logits computed per forward call: bounds memory for long inputs (rows x vocab floats). */
+#define VERIFY_CHUNK 128
+
+static const lg_st_tensor *i32_vector(const lg_st_file *f, const char *name, lg_err *err)
+{
+    const lg_st_tensor *t = lg_st_find(f, name);
+    if (t && (t->dtype != LG_DT_I32 || t->ndim != 1))
+        lg_err_set(err, "%s: '%s' should be an I32 vector", f->path, name);
+    else
+        return t;
+    return NULL;
+}
+
+static int ids_in_range(const lg_st_tensor *t, int vocab, const char *path, lg_err *err)
+{
+    for (int64_t i = 0; i < t->shape[0]; i++) {
+        int32_t v;
+        memcpy(&v, (const char *)t->data + 4 * i, 4);
+        if (v < 0 || v >= vocab)
+            return lg_err_set(err, "%s: '%s'[%lld] = %d is outside the vocabulary (%d)", path,
+                              t->name, (long long)i, v, vocab);
+    }
+    return 0;
+}
+
+static int *copy_ids(const lg_st_tensor *t)
+{
+    int *ids = malloc(sizeof(int) * (size_t)(t->shape[0] ? t->shape[0] : 1));
+    for (int64_t i = 0; ids && i < t->shape[0]; i++) {
+        int32_t v;
+        memcpy(&v, (const char *)t->data + 4 * i, 4);
+        ids[i] = v;
+    }
+    return ids;
+}
+
+static int compare_logits(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+                          lg_err *err)
+{
+    const lg_st_tensor *in = i32_vector(f, "input_ids", err), *lg = lg_st_find(f, "logits");
+    if (!in)
+        return lg_err_set(err, "%s: no I32 vector 'input_ids'", f->path);
+    if (ids_in_range(in, vocab, f->path, err))
+        return -1;
+    const lg_st_tensor *pos = lg_st_find(f, "logit_positions");
+    int T = (int)in->shape[0];
+    int P = pos ? (int)pos->shape[0] : T;
+    if (!lg || lg->dtype != LG_DT_F32 || lg->ndim != 2 || lg->shape[0] != P || lg->shape[1] != vocab)
+        return lg_err_set(err, "%s: 'logits' should be F32 [%d, %d]", f->path, P, vocab);
+    if (pos && i32_vector(f, "logit_positions", err) == NULL)
+        return -1;
+    int *ids = copy_ids(in), *want = pos ? copy_ids(pos) : NULL;
+    float *out = malloc(sizeof(float) * (size_t)VERIFY_CHUNK * (size_t)vocab);
+    int rc = ids && out && (!pos || want) ? 0 : lg_err_set(err, "out of memory");
+    double diff2 = 0, ref2 = 0;
+    int agree = 0, k = 0; /* k: next reference row */
+    for (int c0 = 0; rc == 0 && c0 < T; c0 += VERIFY_CHUNK) {
+        int n = T - c0 < VERIFY_CHUNK ? T - c0 : VERIFY_CHUNK;
+        rc = lg_forward_tokens(s, ids + c0, n, c0, LG_LOGITS_ALL, out, err);
+        for (int i = 0; rc == 0 && i < n && k < P; i++) {
+            int p = c0 + i;
+            if (want && want[k] != p)
+                continue;
+            const float *o = out + (size_t)i * vocab, *ref = (const float *)lg->data + (size_t)k * vocab;
+            for (int v = 0; v < vocab; v++) {
+                double d = (double)o[v] - ref[v];
+                diff2 += d * d;
+                ref2 += (double)ref[v] * ref[v];
+                if (fabs(d) > r->max_abs_err)
+                    r->max_abs_err = fabs(d);
+            }
+            agree += lg_argmax(o, vocab) == lg_argmax(ref, vocab);
+            k++;
+        }
+    }
+    if (rc == 0 && k != P)
+        rc = lg_err_set(err, "%s: logit_positions are not increasing positions below %d", f->path, T);
+    r->rows = P;
+    r->rel_err = ref2 > 0 ? sqrt(diff2 / ref2) : sqrt(diff2);
+    r->argmax_agree = P ? (double)agree / P : 1.0;
+    free(ids);
+    free(want);
+    free(out);
+    return rc;
+}
+
+static int compare_nll(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+                       lg_err *err)
+{
+    const lg_st_tensor *nll = lg_st_find(f, "nll");
+    if (!nll)
+        return 0;
+    const lg_st_tensor *in = lg_st_find(f, "nll_input_ids") ? i32_vector(f, "nll_input_ids", err)
+                                                             : i32_vector(f, "input_ids", err);
+    if (!in || ids_in_range(in, vocab, f->path, err))
+        return -1;
+    int T = (int)in->shape[0];
+    if (nll->dtype != LG_DT_F32 || nll->ndim != 1 || nll->shape[0] != T - 1)
+        return lg_err_set(err, "%s: 'nll' should be F32 [%d]", f->path, T - 1);
+    int *ids = copy_ids(in);
+    float *ours = malloc(sizeof(float) * (size_t)T);
+    int rc = ids && ours ? lg_forward_nll(s, ids, T, 0, ours, err) : lg_err_set(err, "out of memory");
+    if (rc == 0) {
+        double a = 0, b = 0;
+        for (int i = 0; i < T - 1; i++) {
+            a += ours[i];
+            b += ((const float *)nll->data)[i];
+        }
+        r->has_nll = 1;
+        r->ppl = exp(a / (T - 1));
+        r->ref_ppl = exp(b / (T - 1));
+    }
+    free(ids);
+    free(ours);
+    return rc;
+}
+
+static int compare_greedy(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+                          lg_err *err)
+{
+    const lg_st_tensor *g = lg_st_find(f, "greedy_ids");
+    r->greedy_first_diff = -1;
+    if (!g)
+        return 0;
+    if (!i32_vector(f, "greedy_ids", err) || ids_in_range(g, vocab, f->path, err))
+        return -1;
+    const lg_st_tensor *prompt = lg_st_find(f, "greedy_prompt_ids");
+    int *pids;
+    int np;
+    if (prompt) {
+        if (!i32_vector(f, "greedy_prompt_ids", err) || ids_in_range(prompt, vocab, f->path, err))
+            return -1;
+        pids = copy_ids(prompt);
+        np = (int)prompt->shape[0];
+    } else {
+        /* the prompt is the first greedy_prompt_len tokens of input_ids */
+        const lg_st_tensor *len = i32_vector(f, "greedy_prompt_len", err);
+        const lg_st_tensor *in = i32_vector(f, "input_ids", err);
+        if (!len || !in || len->shape[0] != 1)
+            return lg_err_set(err, "%s: greedy_ids without greedy_prompt_ids or greedy_prompt_len", f->path);
+        int32_t v;
+        memcpy(&v, len->data, 4);
+        if (v < 1 || v > in->shape[0])
+            return lg_err_set(err, "%s: greedy_prompt_len %d outside input_ids", f->path, v);
+        pids = copy_ids(in);
+        np = v;
+    }
+    int n = (int)g->shape[0];
+    int *out = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int rc = pids && out ? lg_forward_greedy(s, pids, np, n, out, err) : lg_err_set(err, "out of memory");
+    if (rc == 0) {
+        r->has_greedy = 1;
+        r->greedy_len = n;
+        for (int i = 0; i < n && r->greedy_first_diff < 0; i++)
+            if (out[i] != ((const int32_t *)g->data)[i])
+                r->greedy_first_diff = i;
+        r->greedy_match = r->greedy_first_diff < 0;
+    }
+    free(pids);
+    free(out);
+    return rc;
+}
+
+int lg_verify_run(lg_forward_state *s, int model_vocab, const char *ref_path, lg_verify_result *r,
+                  lg_err *err)
+{
+    memset(r, 0, sizeof *r);
+    lg_st_file *f = lg_st_open(ref_path, err);
+    if (!f)
+        return -1;
+    const lg_st_tensor *lg = lg_st_find(f, "logits");
+    int vocab = lg && lg->ndim == 2 ? (int)lg->shape[1] : 0;
+    int rc = vocab > 0 ? 0 : lg_err_set(err, "%s: no 2-D 'logits' tensor", ref_path);
+    if (rc == 0 && vocab != model_vocab)
+        rc = lg_err_set(err, "%s: logits have %d columns but the model's vocabulary is %d", ref_path,
+                        vocab, model_vocab);
+    if (rc == 0)
+        rc = compare_logits(s, f, vocab, r, err);
+    if (rc == 0)
+        rc = compare_nll(s, f, vocab, r, err);
+    if (rc == 0)
+        rc = compare_greedy(s, f, vocab, r, err);
+    lg_st_close(f);
+    return rc;
+}

@@ -1,0 +1,24 @@
+/* `lg-eval verify`: a model's logits, perplexity and greedy continuation against a reference made by
+ * Hugging Face transformers (reference.safetensors: input_ids, logits [, logit_positions], nll
+ * [, nll_input_ids], greedy_ids with greedy_prompt_ids or greedy_prompt_len). */
+#ifndef LG_VERIFY_H
+#define LG_VERIFY_H
+
+#include "error.h"
+#include "forward_cpu.h"
+
+typedef struct lg_verify_result {
+    double rel_err;       /* ||out - ref|| / ||ref|| over every compared logit */
+    double max_abs_err;
+    double argmax_agree;  /* fraction of compared rows whose argmax matches */
+    int rows;             /* logit rows compared */
+    int has_greedy, greedy_match, greedy_len, greedy_first_diff; /* -1 when all match */
+    int has_nll;
+    double ppl, ref_ppl;  /* exp(mean nll): ours and the reference's, over the same tokens */
+} lg_verify_result;
+
+/* vocab: the model's vocabulary size (the reference's logits must have as many columns). */
+int lg_verify_run(lg_forward_state *s, int vocab, const char *ref_path, lg_verify_result *r,
+                  lg_err *err);
+
+#endif
