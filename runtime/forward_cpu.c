@@ -4,16 +4,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention_cpu.h"
 #include "kvcache.h"
 #include "matmul_cpu.h"
 #include "thread_pool.h"
 
+/* One rounding per multiply and per add, as the comments on summation order assume: clang would
+ * otherwise fuse a * b + c into an FMA where the instruction set has one (GCC does not in ISO C). */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 #define LG_DEFAULT_CHUNK 256
+#define LG_MAX_CHUNK 65536
 /* rows of the vocab-wide head computed at once by lg_forward_nll / lg_forward_greedy */
 #define LG_HEAD_ROWS 32
-/* Queries of one head handled together: each key and value row is read once for all of them (the
- * cache is far larger than the L2 cache for long prompts, so this divides the memory traffic). */
-#define LG_ATTN_QUERY_BLOCK 16
 
 struct lg_forward_state {
     const lg_model *m;
@@ -41,11 +46,7 @@ struct lg_forward_state {
     long rope_len;      /* the seq_len inv_freq was made for (dynamic NTK) */
     float *cos, *sin;   /* [C, head_dim / 2] for the chunk's positions */
 
-    /* attention scratch, per thread */
-    int scratch_cap;
-    float *scores;      /* [n_threads, query block, scratch_cap] */
-    int *visible;       /* [n_threads, scratch_cap] keys a query block sees (indices into order) */
-    float *att_acc;     /* [n_threads, 2, query block, head_dim]: outputs being summed, queries */
+    lg_attn_scratch attn;
 };
 
 /* ---------------------------------------------------------------- state */
@@ -67,6 +68,11 @@ lg_forward_state *lg_forward_state_new(const lg_model *m, const lg_forward_opts 
     s->m = m;
     if (opts)
         s->opts = *opts;
+    if (s->opts.max_chunk > LG_MAX_CHUNK) {
+        lg_err_set(err, "forward state: max_chunk %d is above %d", s->opts.max_chunk, LG_MAX_CHUNK);
+        free(s);
+        return NULL;
+    }
     if (s->opts.max_chunk <= 0)
         s->opts.max_chunk = LG_DEFAULT_CHUNK;
     if (s->opts.max_seq <= 0)
@@ -105,10 +111,7 @@ lg_forward_state *lg_forward_state_new(const lg_model *m, const lg_forward_opts 
         return NULL;
     }
     s->opts.n_threads = lg_pool_threads(s->pool);
-    s->att_acc = aligned_alloc(64, ((size_t)s->opts.n_threads * 2 * LG_ATTN_QUERY_BLOCK * m->head_dim *
-                                    sizeof(float) + 63) / 64 * 64);
-    if (!s->att_acc) {
-        lg_err_set(err, "forward state: out of memory");
+    if (lg_attn_scratch_init(&s->attn, s->opts.n_threads, m->head_dim, err) != 0) {
         lg_forward_state_free(s);
         return NULL;
     }
@@ -136,9 +139,7 @@ void lg_forward_state_free(lg_forward_state *s)
     free(s->inv_freq);
     free(s->cos);
     free(s->sin);
-    free(s->scores);
-    free(s->visible);
-    free(s->att_acc);
+    lg_attn_scratch_free(&s->attn);
     free(s);
 }
 
@@ -262,256 +263,6 @@ static void rope_chunk(lg_forward_state *s, int n)
     }
 }
 
-/* ---------------------------------------------------------------- attention */
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define LG_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define LG_CPU_CLONES
-#endif
-/* helpers of a cloned function must be inlined into each clone to get its instruction set */
-#if defined(__GNUC__)
-#define LG_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define LG_ALWAYS_INLINE
-#endif
-
-typedef struct attn_job {
-    lg_forward_state *s;
-    const lg_kvcache *cache;
-    long pos0;
-    int n;       /* rows in the chunk */
-    int n_qb;    /* query blocks per head */
-} attn_job;
-
-/* Does the query at position i see the key at order index a? (A full layer's entry a holds
- * position a.) */
-LG_ALWAYS_INLINE static inline int sees(const lg_kvcache *c, int full, long i, int a)
-{
-    return full ? a <= i : lg_attn_visible(&c->attn, i, c->order_pos[a]);
-}
-
-/* Scores of one key for the (up to) 16 queries of a block, qt holding the block transposed
- * ([head_dim][16]). The canonical score of query q and key k is
- *   ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), a_u = sum over d = u mod 8 (ascending) of q[d] k[d],
- * then + q[d] k[d] for the head_dim % 8 last d. It is formed the same way for every block size, so
- * decode (blocks of one query) and prefill agree to the bit; the 16 lanes vectorize without
- * reassociating anything. */
-#if defined(__GNUC__)
-/* 16 floats (a query block's lanes) as one value: 4 SSE, 2 AVX or 1 AVX-512 register */
-typedef float lg_v16 __attribute__((vector_size(64)));
-
-LG_ALWAYS_INLINE static inline void block_scores(const float *qt, const float *k, int hd,
-                                                 float *out)
-{
-    const lg_v16 *qv = (const lg_v16 *)qt; /* 64-byte aligned rows of 16 */
-    lg_v16 acc[8] = {{0}};
-    int d = 0;
-    for (; d + 8 <= hd; d += 8)
-        for (int u = 0; u < 8; u++)
-            acc[u] += qv[d + u] * k[d + u];
-    lg_v16 r = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; d < hd; d++)
-        r += qv[d] * k[d];
-    memcpy(out, &r, sizeof r);
-}
-#else
-LG_ALWAYS_INLINE static inline void block_scores(const float *qt, const float *k, int hd,
-                                                 float *out)
-{
-    float acc[8][LG_ATTN_QUERY_BLOCK] = {{0}};
-    int d = 0;
-    for (; d + 8 <= hd; d += 8)
-        for (int u = 0; u < 8; u++)
-            for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++)
-                acc[u][q] += qt[(size_t)(d + u) * LG_ATTN_QUERY_BLOCK + q] * k[d + u];
-    for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++)
-        out[q] = ((acc[0][q] + acc[1][q]) + (acc[2][q] + acc[3][q])) +
-                 ((acc[4][q] + acc[5][q]) + (acc[6][q] + acc[7][q]));
-    for (; d < hd; d++)
-        for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++)
-            out[q] += qt[(size_t)d * LG_ATTN_QUERY_BLOCK + q] * k[d];
-}
-#endif
-
-/* acc[q][d] = sum over u ascending of p[u][q] v_u[d] for the 16 queries of a block (p holds 0 where a
- * query does not see the key; adding 0 changes no sum). */
-#if defined(__GNUC__)
-/* Dimensions [d0, d0 + 16 vt) in tiles of 4 queries x vt vectors, kept in registers over all keys. */
-LG_ALWAYS_INLINE static inline void block_outputs_tile(const float *p, const float *const *vrows,
-                                                       const int *keys, int nk, int off, int hd,
-                                                       float *acc, int vt)
-{
-    enum { QT = 4 };
-    for (int q0 = 0; q0 < LG_ATTN_QUERY_BLOCK; q0 += QT) {
-        lg_v16 o[QT][4] = {{{0}}};
-        for (int u = 0; u < nk; u++) {
-            const float *v = vrows[keys[u]] + off;
-            lg_v16 vv[4];
-            memcpy(vv, v, (size_t)vt * sizeof(lg_v16));
-            for (int q = 0; q < QT; q++)
-                for (int t = 0; t < vt; t++)
-                    o[q][t] += p[(size_t)u * LG_ATTN_QUERY_BLOCK + q0 + q] * vv[t];
-        }
-        for (int q = 0; q < QT; q++)
-            memcpy(acc + (size_t)(q0 + q) * hd, o[q], (size_t)vt * sizeof(lg_v16));
-    }
-}
-
-LG_ALWAYS_INLINE static inline void block_outputs(const float *p, const float *const *vrows,
-                                                  const int *keys, int nk, int kv_off, int hd,
-                                                  float *acc)
-{
-    int d0 = 0;
-    for (; d0 + 64 <= hd; d0 += 64)
-        block_outputs_tile(p, vrows, keys, nk, kv_off + d0, hd, acc + d0, 4);
-    for (; d0 + 16 <= hd; d0 += 16)
-        block_outputs_tile(p, vrows, keys, nk, kv_off + d0, hd, acc + d0, 1);
-    /* head dims that are not a multiple of 16: the rest one float at a time */
-    for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++)
-        for (int d = d0; d < hd; d++)
-            acc[(size_t)q * hd + d] = 0;
-    if (d0 < hd)
-        for (int u = 0; u < nk; u++) {
-            const float *v = vrows[keys[u]] + kv_off;
-            for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++) {
-                float pq = p[(size_t)u * LG_ATTN_QUERY_BLOCK + q];
-                for (int d = d0; d < hd; d++)
-                    acc[(size_t)q * hd + d] += pq * v[d];
-            }
-        }
-}
-#else
-static void block_outputs(const float *p, const float *const *vrows, const int *keys, int nk,
-                          int kv_off, int hd, float *acc)
-{
-    for (int e = 0; e < LG_ATTN_QUERY_BLOCK * hd; e++)
-        acc[e] = 0;
-    for (int u = 0; u < nk; u++) {
-        const float *v = vrows[keys[u]] + kv_off;
-        for (int q = 0; q < LG_ATTN_QUERY_BLOCK; q++) {
-            float pq = p[(size_t)u * LG_ATTN_QUERY_BLOCK + q];
-            for (int d = 0; d < hd; d++)
-                acc[(size_t)q * hd + d] += pq * v[d];
-        }
-    }
-}
-#endif
-
-/* Built for AVX-512 and AVX2 beside the baseline, chosen at load time by the CPU; the arithmetic is
- * the same in each (no reassociation without -ffast-math), so are the results. Items are (head,
- * block of queries). Keys are visited in ascending position; a key a query does not see gets
- * probability exactly 0, which adds nothing to its sums, so a query's result does not depend on
- * which other queries share its block. */
-LG_CPU_CLONES static void attention_items(void *arg, int begin, int end, int thread)
-{
-    enum { QB = LG_ATTN_QUERY_BLOCK };
-    const attn_job *j = arg;
-    lg_forward_state *s = j->s;
-    const lg_model *m = s->m;
-    const lg_kvcache *c = j->cache;
-    int hd = m->head_dim, nh = m->n_heads, qd = nh * hd, group = m->n_heads / m->n_kv_heads;
-    int full = c->attn.kind == LG_ATTN_FULL;
-    float scale = (float)(1.0 / sqrt((double)hd));
-    /* per-thread scratch: scores [key][QB], the keys' order indices, output sums [QB][hd] and the
-     * transposed queries [hd][QB] */
-    float *sc = s->scores + (size_t)thread * QB * s->scratch_cap;
-    int *keys = s->visible + (size_t)thread * s->scratch_cap;
-    float *acc = s->att_acc + (size_t)thread * 2 * QB * hd;
-    float *qt = acc + (size_t)QB * hd;
-
-    for (int it = begin; it < end; it++) {
-        int h = it / j->n_qb, t0 = (it % j->n_qb) * QB;
-        int nq = j->n - t0 < QB ? j->n - t0 : QB;
-        long i0 = j->pos0 + t0, i_last = i0 + nq - 1;
-        int kv_off = (h / group) * hd;
-
-        /* the keys some query of the block sees */
-        int nk = 0;
-        if (full) {
-            nk = (int)(i_last + 1);
-            for (int a = 0; a < nk; a++)
-                keys[a] = a;
-        } else {
-            for (int a = 0; a < c->n_live; a++)
-                for (int q = 0; q < nq; q++)
-                    if (lg_attn_visible(&c->attn, i0 + q, c->order_pos[a])) {
-                        keys[nk++] = a;
-                        break;
-                    }
-        }
-
-        for (int d = 0; d < hd; d++)
-            for (int q = 0; q < QB; q++)
-                qt[(size_t)d * QB + q] =
-                    q < nq ? s->qkv[(size_t)(t0 + q) * s->qkv_dim + (size_t)h * hd + d] : 0.0f;
-
-        /* scaled scores; -inf where the query does not see the key */
-        for (int u = 0; u < nk; u++) {
-            float *row = sc + (size_t)u * QB;
-            block_scores(qt, c->order_k[keys[u]] + kv_off, hd, row);
-            for (int q = 0; q < QB; q++)
-                row[q] *= scale;
-            for (int q = 0; q < nq; q++)
-                if (!sees(c, full, i0 + q, keys[u]))
-                    row[q] = -INFINITY;
-        }
-        /* softmax per query (lane): every query sees at least its own key, so mx is finite */
-        float mx[QB], sum[QB], inv[QB];
-        for (int q = 0; q < QB; q++) {
-            mx[q] = -INFINITY;
-            sum[q] = 0;
-        }
-        for (int u = 0; u < nk; u++)
-            for (int q = 0; q < QB; q++)
-                mx[q] = sc[(size_t)u * QB + q] > mx[q] ? sc[(size_t)u * QB + q] : mx[q];
-        for (int u = 0; u < nk; u++)
-            for (int q = 0; q < nq; q++) {
-                float e = expf(sc[(size_t)u * QB + q] - mx[q]);
-                sc[(size_t)u * QB + q] = e;
-                sum[q] += e;
-            }
-        for (int q = 0; q < QB; q++)
-            inv[q] = q < nq ? 1.0f / sum[q] : 0.0f;
-        for (int u = 0; u < nk; u++)
-            for (int q = 0; q < QB; q++)
-                sc[(size_t)u * QB + q] *= inv[q];
-
-        /* outputs: sum of p * v over the keys in position order */
-        block_outputs(sc, (const float *const *)c->order_v, keys, nk, kv_off, hd, acc);
-        for (int q = 0; q < nq; q++)
-            memcpy(s->att + (size_t)(t0 + q) * qd + (size_t)h * hd, acc + (size_t)q * hd,
-                   (size_t)hd * sizeof(float));
-    }
-}
-
-static int ensure_scratch(lg_forward_state *s, int need, lg_err *err)
-{
-    if (need <= s->scratch_cap)
-        return 0;
-    int cap = s->scratch_cap ? s->scratch_cap : 1024;
-    while (cap < need)
-        cap *= 2;
-    size_t n = (size_t)cap * s->opts.n_threads;
-    float *sc = realloc(s->scores, n * LG_ATTN_QUERY_BLOCK * sizeof(float));
-    if (sc)
-        s->scores = sc;
-    int *keys = realloc(s->visible, n * sizeof(int));
-    if (keys)
-        s->visible = keys;
-    if (!sc || !keys)
-        return lg_err_set(err, "attention: out of memory for %d keys", cap);
-    s->scratch_cap = cap;
-    return 0;
-}
-
-static void attention(lg_forward_state *s, const lg_kvcache *c, long pos0, int n)
-{
-    int n_qb = (n + LG_ATTN_QUERY_BLOCK - 1) / LG_ATTN_QUERY_BLOCK;
-    attn_job job = {s, c, pos0, n, n_qb};
-    lg_pool_run(s->pool, s->m->n_heads * n_qb, 1, attention_items, &job);
-}
-
 /* ---------------------------------------------------------------- the layers */
 
 /* Runs n <= max_chunk tokens through every layer; leaves the residual stream in s->x. */
@@ -535,9 +286,10 @@ static int forward_chunk(lg_forward_state *s, const int *tokens, int n, long pos
             lg_err_prefix(err, "layer %d", l);
             return -1;
         }
-        if (ensure_scratch(s, c->n_live, err) != 0)
+        lg_attn_shape shape = {m->n_heads, m->n_kv_heads, m->head_dim};
+        if (lg_attention_cpu(s->pool, &s->attn, c, &shape, s->qkv, s->qkv_dim, n, pos0, s->att, qd,
+                             err) != 0)
             return -1;
-        attention(s, c, pos0, n);
         lg_matmul(s->pool, s->proj, H, s->att, qd, n, &w->wo);
         add_rows(s->x, s->proj, (size_t)n * H);
 

@@ -5,6 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One rounding per multiply and per add, as the comments on summation order assume: clang would
+ * otherwise fuse a * b + c into an FMA where the instruction set has one (GCC does not in ISO C). */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 /* ---------------------------------------------------------------- packed matrices */
 
 int lg_pmat_init(lg_pmat *w, int rows, int cols, lg_err *err)
@@ -108,8 +114,8 @@ typedef float lg_v16 __attribute__((vector_size(64)));
 
 /* MR rows of x times one panel; MR accumulators of 16 lanes, each lane summed in k order. */
 #define LG_DEFINE_TILE(NAME, MR, ATTR)                                                             \
-    ATTR static void NAME(int k, const float *x, int ldx, const float *panel, float *y, int ldy,    \
-                          int ncols)                                                                \
+    ATTR static void NAME(int k, const float *x, int ldx, const float *panel, float *y, int ldy,   \
+                          int ncols)                                                               \
     {                                                                                              \
         lg_v16 acc[MR];                                                                            \
         for (int r = 0; r < MR; r++)                                                               \

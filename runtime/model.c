@@ -46,7 +46,8 @@ static const lg_st_tensor *need_tensor(const lg_checkpoint *ck, const char *name
             else
                 snprintf(got, sizeof got, "[%lld, %lld]", (long long)t->shape[0],
                          (long long)t->shape[1]);
-            lg_err_set(err, "tensor '%s' has shape %s, expected %s: dimension %d should be %s = %lld",
+            lg_err_set(err,
+                       "tensor '%s' has shape %s, expected %s: dimension %d should be %s = %lld",
                        name, got, want, d, d == 0 ? rows_what : cols_what, (long long)expect);
             return NULL;
         }
@@ -118,7 +119,8 @@ static int load_layer(lg_model *m, const lg_checkpoint *ck, int l, lg_err *err)
     int hd = m->head_dim, q_rows = m->n_heads * hd, kv_rows = m->n_kv_heads * hd;
 
 #define LAYER_NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-    w->attn_norm = load_vector(ck, LAYER_NAME("input_layernorm.weight"), m->dim, "hidden_size", err);
+    w->attn_norm =
+        load_vector(ck, LAYER_NAME("input_layernorm.weight"), m->dim, "hidden_size", err);
     if (!w->attn_norm)
         return -1;
     w->mlp_norm =

@@ -2,11 +2,33 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define LG_POOL_MAX_THREADS 256
+/* how long a worker polls for the next job before sleeping: decode issues jobs back to back */
+#define LG_POOL_SPIN 20000
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LG_POOL_PAUSE() __builtin_ia32_pause()
+#else
+#define LG_POOL_PAUSE() ((void)0)
+#endif
+
+/* How a job is shared: the caller publishes it under a new generation; anyone (the caller included)
+ * claims chunks of items through `ticket`, which packs the generation (high 32 bits) with the next
+ * unclaimed item, so a worker that wakes late for a finished job cannot claim items of the next one.
+ * Jobs alternate between two slots, so the slot a late worker may still be reading is never the one
+ * being filled. The caller waits for the items to be done, not for every worker to show up: when
+ * another process holds a core, the caller simply does the work itself. */
+typedef struct pool_job {
+    /* atomic so that a late worker's read of a slot being refilled is not a data race; the
+     * release/acquire pairs make a late worker that sees new fields also see the new ticket */
+    _Atomic(lg_pool_fn) fn;
+    _Atomic(void *) arg;
+    atomic_int n_items, grain;
+} pool_job;
 
 typedef struct pool_worker {
     lg_pool *pool;
@@ -19,24 +41,38 @@ struct lg_pool {
     pool_worker *workers;
     pthread_mutex_t mu;
     pthread_cond_t start_cv, done_cv;
-    unsigned long generation; /* bumped for every job; workers wait for a new one */
-    int n_busy;               /* workers that have not finished the current job */
-    int stop;
-    /* the current job */
-    lg_pool_fn fn;
-    void *arg;
-    int n_items, grain;
-    atomic_int next;
+    atomic_uint generation; /* of the latest job */
+    atomic_int stop;
+    pool_job jobs[2];       /* jobs[generation & 1] is the latest */
+    _Atomic uint64_t ticket;
+    atomic_int done;        /* items finished in the latest job */
 };
 
-static void pool_work(lg_pool *p, int thread)
+/* Claims and runs chunks of job `gen` until none is left; returns when the ticket moves on. */
+static void pool_work(lg_pool *p, unsigned gen, int thread)
 {
+    pool_job *j = &p->jobs[gen & 1];
     for (;;) {
-        int b = atomic_fetch_add(&p->next, p->grain);
-        if (b >= p->n_items)
-            break;
-        int e = b + p->grain < p->n_items ? b + p->grain : p->n_items;
-        p->fn(p->arg, b, e, thread);
+        uint64_t t = atomic_load(&p->ticket);
+        if ((unsigned)(t >> 32) != gen)
+            return;
+        int fn_items = atomic_load_explicit(&j->n_items, memory_order_acquire);
+        int grain = atomic_load_explicit(&j->grain, memory_order_acquire);
+        lg_pool_fn fn = atomic_load_explicit(&j->fn, memory_order_acquire);
+        void *arg = atomic_load_explicit(&j->arg, memory_order_acquire);
+        int b = (int)(uint32_t)t;
+        if (b >= fn_items)
+            return;
+        int e = b + grain < fn_items ? b + grain : fn_items;
+        /* the fields were read before this succeeds, so they belong to generation gen */
+        if (!atomic_compare_exchange_weak(&p->ticket, &t, ((uint64_t)gen << 32) | (uint32_t)e))
+            continue;
+        fn(arg, b, e, thread);
+        if (atomic_fetch_add(&p->done, e - b) + (e - b) == fn_items) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
 }
 
@@ -44,24 +80,23 @@ static void *pool_main(void *arg)
 {
     pool_worker *w = arg;
     lg_pool *p = w->pool;
-    unsigned long seen = 0;
+    unsigned seen = atomic_load(&p->generation);
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->generation == seen && !p->stop)
-            pthread_cond_wait(&p->start_cv, &p->mu);
-        if (p->stop) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
+        unsigned gen = atomic_load(&p->generation);
+        for (int i = 0; i < LG_POOL_SPIN && gen == seen && !atomic_load(&p->stop); i++) {
+            LG_POOL_PAUSE();
+            gen = atomic_load(&p->generation);
         }
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
-
-        pool_work(p, w->index);
-
-        pthread_mutex_lock(&p->mu);
-        if (--p->n_busy == 0)
-            pthread_cond_signal(&p->done_cv);
-        pthread_mutex_unlock(&p->mu);
+        if (gen == seen) {
+            pthread_mutex_lock(&p->mu);
+            while ((gen = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->start_cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop))
+            return NULL;
+        seen = gen;
+        pool_work(p, gen, w->index);
     }
 }
 
@@ -82,7 +117,16 @@ lg_pool *lg_pool_new(int n_threads, lg_err *err)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
-    atomic_init(&p->next, 0);
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->stop, 0);
+    atomic_init(&p->ticket, 0);
+    atomic_init(&p->done, 0);
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&p->jobs[i].fn, NULL);
+        atomic_init(&p->jobs[i].arg, NULL);
+        atomic_init(&p->jobs[i].n_items, 0);
+        atomic_init(&p->jobs[i].grain, 1);
+    }
     if (n_threads == 1)
         return p;
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
@@ -111,7 +155,7 @@ void lg_pool_free(lg_pool *p)
         return;
     if (p->n_threads > 1) {
         pthread_mutex_lock(&p->mu);
-        p->stop = 1;
+        atomic_store(&p->stop, 1);
         pthread_cond_broadcast(&p->start_cv);
         pthread_mutex_unlock(&p->mu);
         for (int i = 1; i < p->n_threads; i++)
@@ -141,21 +185,28 @@ void lg_pool_run(lg_pool *p, int n_items, int grain, lg_pool_fn fn, void *arg)
         fn(arg, 0, n_items, 0);
         return;
     }
+    unsigned gen = atomic_load(&p->generation) + 1;
+    pool_job *j = &p->jobs[gen & 1];
+    atomic_store_explicit(&j->fn, fn, memory_order_release);
+    atomic_store_explicit(&j->arg, arg, memory_order_release);
+    atomic_store_explicit(&j->n_items, n_items, memory_order_release);
+    atomic_store_explicit(&j->grain, grain, memory_order_release);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->ticket, (uint64_t)gen << 32);
     pthread_mutex_lock(&p->mu);
-    p->fn = fn;
-    p->arg = arg;
-    p->n_items = n_items;
-    p->grain = grain;
-    atomic_store(&p->next, 0);
-    p->n_busy = p->n_threads - 1;
-    p->generation++;
+    atomic_store(&p->generation, gen);
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
 
-    pool_work(p, 0);
+    pool_work(p, gen, 0);
 
-    pthread_mutex_lock(&p->mu);
-    while (p->n_busy > 0)
-        pthread_cond_wait(&p->done_cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    /* every item is claimed; wait for those other threads still run */
+    for (int i = 0; i < LG_POOL_SPIN && atomic_load(&p->done) < n_items; i++)
+        LG_POOL_PAUSE();
+    if (atomic_load(&p->done) < n_items) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->done) < n_items)
+            pthread_cond_wait(&p->done_cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }

@@ -524,9 +524,8 @@ static void test_kjv_tiny_longgen_matches_reference_under_its_plan(void)
 
 /* With every layer sink_window (16 + 256) six layers reach back at most 6 x 255 positions, so a
  * needle further than that from the question cannot be found: the model answers something else. */
-static void test_all_sparse_kjv_tiny_longgen_misses_distant_keys(void)
+static void check_all_sparse_misses_distant_keys(const char *name)
 {
-    const char *name = "kjv-tiny-longgen";
     lg_model *m = load_fixture_model(name);
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     lg_layer_attn *all = calloc((size_t)m->n_layers, sizeof *all);
@@ -559,6 +558,12 @@ static void test_all_sparse_kjv_tiny_longgen_misses_distant_keys(void)
     lg_forward_state_free(s);
     free_passkey_cases(cs, n_cases);
     lg_model_free(m);
+}
+
+static void test_all_sparse_longgen_models_miss_distant_keys(void)
+{
+    check_all_sparse_misses_distant_keys("kjv-tiny-longgen");
+    check_all_sparse_misses_distant_keys("kjv-pg-longgen");
 }
 
 /* ---------------------------------------------------------------- masked dense reference */
@@ -687,10 +692,10 @@ static double *dense_logits(const lg_model *m, const lg_layer_attn *plan, const 
 
 /* Logits of every position, fed in calls of the sizes in `calls` (cycled), by a state with chunks of
  * max_chunk rows. */
-static float *runtime_logits(const lg_model *m, const int *tok, int T, int max_chunk,
-                             const int *calls, int n_calls)
+static float *runtime_logits_threads(const lg_model *m, const int *tok, int T, int max_chunk,
+                                     const int *calls, int n_calls, int n_threads)
 {
-    lg_forward_state *s = new_state(m, max_chunk, 0);
+    lg_forward_state *s = new_state(m, max_chunk, n_threads);
     if (!s)
         return NULL;
     float *out = malloc(sizeof(float) * (size_t)T * m->vocab_size);
@@ -710,11 +715,18 @@ static float *runtime_logits(const lg_model *m, const int *tok, int T, int max_c
     return out;
 }
 
+static float *runtime_logits(const lg_model *m, const int *tok, int T, int max_chunk,
+                             const int *calls, int n_calls)
+{
+    return runtime_logits_threads(m, tok, T, max_chunk, calls, n_calls, 0);
+}
+
 /* The bounded caches, decoding token by token (chunks of 1: the smallest rings, evicting at every
  * step) and in prefill calls of odd sizes with chunks of 7 (calls larger than a chunk, rings that wrap
  * mid-call), give the logits of the plain masked computation over every position. float32 against
  * double, so the tolerance of the HF comparisons; decode and chunked prefill sum the same keys in the
- * same order, so they agree to the bit (checked with 0 tolerance to catch any ordering slip). */
+ * same order, so they agree to the bit (checked with 0 tolerance to catch any ordering slip), and so
+ * do one and two threads. */
 static void check_sparse_plan_against_dense(const lg_layer_attn *plan, const char *what)
 {
     lg_model *m = load_fixture_model("tiny-llama-fp16");
@@ -730,8 +742,10 @@ static void check_sparse_plan_against_dense(const lg_layer_attn *plan, const cha
     int one = 1, odd[] = {5, 13, 1, 20, 7, 3};
     float *decoded = runtime_logits(m, tok, T, 1, &one, 1);
     float *chunked = runtime_logits(m, tok, T, 7, odd, 6);
+    float *one_thread = runtime_logits_threads(m, tok, T, 7, odd, 6, 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(decoded);
     CU_ASSERT_PTR_NOT_NULL_FATAL(chunked);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(one_thread);
     double rel = rel_err_fd(decoded, want, (size_t)T * V);
     int agree = 0;
     for (int t = 0; t < T; t++)
@@ -740,6 +754,7 @@ static void check_sparse_plan_against_dense(const lg_layer_attn *plan, const cha
     CU_ASSERT(rel <= LOGITS_REL_TOL);
     CU_ASSERT_EQUAL(agree, T);
     CU_ASSERT_EQUAL(memcmp(decoded, chunked, sizeof(float) * T * V), 0);
+    CU_ASSERT_EQUAL(memcmp(chunked, one_thread, sizeof(float) * T * V), 0);
 
     /* the masks matter at this length: full attention gives other logits */
     lg_layer_attn full[16];
@@ -752,6 +767,7 @@ static void check_sparse_plan_against_dense(const lg_layer_attn *plan, const cha
     free(want);
     free(decoded);
     free(chunked);
+    free(one_thread);
     lg_model_free(m);
 }
 
@@ -1020,6 +1036,10 @@ static void test_bad_calls_are_refused(void)
     CU_ASSERT_EQUAL(lg_model_set_layers(m, plan, &err), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "layer 0: sink_window window=0"));
 
+    lg_forward_opts huge = {.max_chunk = 1 << 20};
+    CU_ASSERT_PTR_NULL(lg_forward_state_new(m, &huge, &err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "max_chunk 1048576 is above 65536"));
+
     lg_forward_state *s = new_state(m, 4, 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     int tok[3] = {1, 2, 3}, bad[2] = {1, 512};
@@ -1060,7 +1080,7 @@ int lg_register_forward_cpu_tests(void)
     CU_add_test(s, "test_kjv_pg_llama_logits_greedy_and_nll_match_hf", test_kjv_pg_llama_logits_greedy_and_nll_match_hf);
     CU_add_test(s, "test_kjv_pg_longgen_matches_reference_under_its_plan", test_kjv_pg_longgen_matches_reference_under_its_plan);
     CU_add_test(s, "test_kjv_tiny_longgen_matches_reference_under_its_plan", test_kjv_tiny_longgen_matches_reference_under_its_plan);
-    CU_add_test(s, "test_all_sparse_kjv_tiny_longgen_misses_distant_keys", test_all_sparse_kjv_tiny_longgen_misses_distant_keys);
+    CU_add_test(s, "test_all_sparse_longgen_models_miss_distant_keys", test_all_sparse_longgen_models_miss_distant_keys);
     CU_add_test(s, "test_sink_window_decode_matches_masked_dense_attention", test_sink_window_decode_matches_masked_dense_attention);
     CU_add_test(s, "test_block_strided_decode_matches_masked_dense_attention", test_block_strided_decode_matches_masked_dense_attention);
     CU_add_test(s, "test_sink_window_covering_the_sequence_equals_full_attention", test_sink_window_covering_the_sequence_equals_full_attention);
