@@ -133,6 +133,7 @@ int main(int argc, char **argv)
     double t_gen = lg_now() - t1;
     if (rc == 0) {
         printf("\n");
+        fflush(stdout);
         fprintf(stderr, "weights: %.1f MB float32\n", lg_model_weight_bytes(m) / 1e6);
         fprintf(stderr, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s\n",
                 n_prompt, t_prompt > 0 ? n_prompt / t_prompt : 0.0, n - n_prompt,

@@ -11,5 +11,5 @@ mkdir -p out
 ./build/lg-convert "$model" -o "$out" --force --plan "$model/longgen_plan.json" --rope keep
 ./build/lg-convert inspect "$out"
 echo
-echo "== generating from $out (greedy, CPU)"
-./build/lg-run "$out" -p "And God said" -n 64
+echo "== generating from $out (CPU, temperature 0.8, top-p 0.9, seed 1)"
+./build/lg-run "$out" -p "And God said" -n 80 --temp 0.8 --top-p 0.9 --seed 1
