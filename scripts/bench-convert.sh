@@ -9,7 +9,7 @@
 #   --bin PATH  the lg-convert to time (default build/lg-convert)
 #   --dir DIR   where the checkpoints go (default /tmp); needs about 45 GB free
 #
-# Peak memory comes from /usr/bin/time -v (VmHWM: the most resident pages at once) and from sampling
+# Peak memory comes from /usr/bin/time -v (ru_maxrss: the most resident pages at once) and from sampling
 # /proc/PID/status twice a second, which splits resident memory into RssFile (pages of the mmapped
 # source that the process has touched and still maps: page cache the kernel may reclaim, but counted
 # in RSS) and RssAnon (the heap: buffers the tool allocated).
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 ;;
     --bin) bin=$2; shift ;;
     --dir) base=$2; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench-convert: unknown option '$1' (--help)" >&2; exit 2 ;;
     esac
     shift
@@ -37,11 +37,14 @@ trap 'rm -rf "$logs"' EXIT
 die() { echo "bench-convert: $*" >&2; exit 1; }
 
 [ -x "$bin" ] || die "$bin not found (cmake --build build --target lg-convert)"
-if [ ! -x /usr/bin/time ]; then
-    echo "bench-convert: installing GNU time" >&2
-    apt-get install -y time >/dev/null || { apt-get update >/dev/null && apt-get install -y time >/dev/null; } ||
-        die "cannot install the 'time' package"
-fi
+# GNU time for -v (wall time, peak RSS) and jq to check an existing source's config
+for need in /usr/bin/time:time jq:jq; do
+    command -v "${need%%:*}" >/dev/null && continue
+    echo "bench-convert: installing ${need#*:}" >&2
+    apt-get install -y "${need#*:}" >/dev/null ||
+        { apt-get update >/dev/null && apt-get install -y "${need#*:}" >/dev/null; } ||
+        die "cannot install the '${need#*:}' package"
+done
 
 # The 7B shape from the Llama-2 release, as `lg-convert synth --shape 7b --dtype f16` writes it:
 # 6,738,415,616 parameters, 2 bytes each.
@@ -99,7 +102,9 @@ run() {
     local name=$1 dest=$2
     shift 2
     rm -rf "$dest"
-    local tlog=$logs/$name.time clog=$logs/$name.log
+    local tlog=$logs/$name.time clog=$logs/$name.log load
+    # the machine may be shared: note how busy it was when the run started
+    load=$(cut -d' ' -f1 /proc/loadavg)
     /usr/bin/time -v -o "$tlog" "$bin" "$src" -o "$dest" --force "$@" 2>"$clog" &
     local tpid=$! pid="" anon=0 file=0 a f
     echo "bench-convert: $name: $bin $src -o $dest --force $*"
@@ -123,8 +128,8 @@ run() {
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tlog")
     bytes=$(stat -c %s "$dest"/*.safetensors | awk '{ s += $1 } END { print s }')
     results+=("$(awk -v n="$name" -v w="$wall" -v b="$bytes" -v r="$rss" -v f="$file" -v a="$anon" \
-        'BEGIN { printf "| %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f |", n, w, b / 1e9,
-                 b / 1e9 / w, r / 1048576, f / 1048576, a / 1024 }')")
+        -v l="$load" 'BEGIN { printf "| %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %s |", n, w,
+                 b / 1e9, b / 1e9 / w, r / 1048576, f / 1048576, a / 1024, l }')")
     echo "bench-convert: $name: $(tail -n 1 "$clog")"
     [ $keep = 1 ] || rm -rf "$dest"
 }
@@ -149,8 +154,8 @@ echo
 echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB RAM, source $src ($((want_bytes / 1000000)) MB of tensors)"
 echo "cold cache by: $([ $can_drop = 1 ] && echo 'drop_caches' || echo 'posix_fadvise DONTNEED')"
 echo
-echo "| run | wall s | GB written | GB/s | peak RSS GB | peak RssFile GB | peak RssAnon MB |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| run | wall s | GB written | GB/s | peak RSS GB | peak RssFile GB | peak RssAnon MB | load at start |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${results[@]}"
 
 if [ $keep = 0 ]; then
