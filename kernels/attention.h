@@ -1,0 +1,66 @@
+/* Attention kernels: softmax(scale · q k^T) v per query head over the keys the mask shows, float32
+ * accumulation and online softmax (no [queries x keys] matrix in memory). GQA: query head h reads kv
+ * head h / (n_heads / n_kv_heads) (n_heads % n_kv_heads == 0). q, k, v and out share dt (float16 or
+ * bfloat16). Head h of row t of q is at q + t*ldq + h*head_dim; kv head g of key row j at
+ * k + j*ldk + g*head_dim (v likewise); out like q. head_dim: even, 8 .. 256 (tensor-core path for
+ * 64 and 128; the others take a simpler kernel). Conventions and the mask: kernel_types.h. */
+#ifndef LG_KERNELS_ATTENTION_H
+#define LG_KERNELS_ATTENTION_H
+
+#include <stddef.h>
+
+#include "kernel_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lg_kattn_shape {
+    int n_heads, n_kv_heads, head_dim;
+    float scale; /* usually 1 / sqrt(head_dim) */
+} lg_kattn_shape;
+
+/* Prefill over keys stored contiguously by position: n queries at positions q_pos0 .. q_pos0+n-1
+ * attend to key rows j < T at positions k_pos0 + j (causal: key position <= query position; the
+ * mask on top). Key tiles the mask hides entirely are skipped, so sparse layers cost what they read.
+ * Requires q_pos0 + n - 1 <= k_pos0 + T - 1 (the chunk's own keys are among the T); a query that
+ * sees no key gets zeros. mask NULL = full (host pointer). */
+int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
+                      const void *v, int ldv, lg_kdtype dt, int n, int q_pos0, int T, int k_pos0,
+                      const lg_kattn_shape *shape, const lg_kmask *mask, void *stream);
+
+/* Bytes of device workspace lg_k_attn_cache needs for n queries over up to n_slots slots. */
+size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, int n_slots);
+
+/* Attention of n queries (decode: n = 1) over a KV cache of n_slots slots in any order (a ring
+ * buffer): slot s holds the key/value rows at k + s*ldk, v + s*ldv and the absolute position
+ * slot_pos[s] (device int array; a negative position marks an empty slot). Query t has position
+ * q_pos[t] (device int array) or, when q_pos is NULL, q_pos0 + t. A slot is read when
+ * 0 <= slot_pos[s] <= query position and the mask shows it. n_live (device int, may be NULL): only
+ * slots s < *n_live are considered, so that a captured CUDA graph can keep n_slots at the cache's
+ * capacity while the cache fills. The slots are split into chunks processed in parallel and merged
+ * (flash-decoding); ws: lg_k_attn_cache_ws_bytes(n, shape, n_slots) bytes of device memory.
+ * mask NULL = full (host pointer). */
+int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
+                    const void *v, int ldv, lg_kdtype dt, const int *slot_pos, int n_slots,
+                    const int *n_live, int n, const int *q_pos, int q_pos0,
+                    const lg_kattn_shape *shape, const lg_kmask *mask, void *ws, size_t ws_bytes,
+                    void *stream);
+
+/* Writes n key/value rows into cache slots: row t of k (ldk apart) and of v go to slot slots[t]
+ * (device int array) of k_cache / v_cache (rows ld_cache apart), and slot_pos[slots[t]] = pos[t]
+ * (device int array) or pos0 + t when pos is NULL. kv_dim = n_kv_heads * head_dim elements. The
+ * slots of one call must differ. */
+int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *slot_pos, const void *k,
+                  int ldk, const void *v, int ldv, lg_kdtype dt, int kv_dim, const int *slots,
+                  const int *pos, int pos0, int n, void *stream);
+
+/* For tests: 1 makes lg_k_attn_prefill take the row kernel for every shape (as for head sizes the
+ * tensor-core kernel does not take), 0 restores the automatic choice. Not thread-safe. */
+void lg_k_attn_prefill_force_simple(int on);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,428 @@
+/* Flash-style prefill attention on the tensor cores (mma.sync m16n8k16, float32 accumulation), in
+ * the manner of FlashAttention-2: a block owns BM = 16 * WARPS queries of one head, each warp 16 of
+ * them, and walks the key tiles of BN = 64 keys the mask shows (tiles the mask hides entirely are
+ * never loaded: sink_window and block_strided layers cost what they read). Per tile: S = Q K^T in
+ * registers, online softmax with base-2 exponentials, O += P V with P taken straight from the S
+ * accumulators as the A operand. K/V tiles are double-buffered in shared memory through cp.async;
+ * the 16-byte chunks of each row are XOR-swizzled by the row so that ldmatrix reads are free of bank
+ * conflicts.
+ *
+ * bfloat16 keeps only 8 bits of P, which alone would cost ~1.5e-3 relative error; there P is split
+ * into hi + lo bfloat16 parts and both multiply V (one more MMA per tile for P V), so the result is
+ * as accurate as the float16 path.
+ *
+ * Head sizes 32, 64, 128 with 16-byte aligned rows take this kernel; the others take the row kernel
+ * (attention_rows.cu). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
+#include <math.h>
+#include <string.h>
+#include <type_traits>
+
+#include "attention_internal.cuh"
+
+#define FA_BN 64
+#define FA_WARPS 4
+
+struct fa_params {
+    void *out;
+    int ldo;
+    const void *q;
+    int ldq;
+    const void *k;
+    int ldk;
+    const void *v;
+    int ldv;
+    int n, q_pos0, T, k_pos0;
+    int group;
+    float scale_log2;
+    lg_dmask mask;
+};
+
+/* ---------------------------------------------------------------- PTX wrappers */
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: the 16 bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned *r, const void *smem)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(unsigned *r, const void *smem)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* c += a (16x16, row) * b (16x8, col) */
+template <typename T>
+__device__ __forceinline__ void mma16816(float *c, const unsigned *a, unsigned b0, unsigned b1)
+{
+    if constexpr (std::is_same<T, __half>::value)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi)
+{
+    typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(lo, hi);
+    return *reinterpret_cast<unsigned *>(&v);
+}
+
+/* What pack2 stored, back in float (for the bf16 hi/lo split). */
+template <typename T> __device__ __forceinline__ float2 unpack2(unsigned u)
+{
+    return lg_elem<T>::pair_to_f2(*reinterpret_cast<typename lg_elem<T>::pair *>(&u));
+}
+
+/* ---------------------------------------------------------------- tile walk */
+
+/* The first key tile >= j that some query position in [qp0, qp1] sees, or jend. Jumps over the gap
+ * between the sinks and the window (sink_window) or to the next strided / local block
+ * (block_strided), so skipped tiles cost nothing. */
+__device__ int fa_next_tile(const fa_params &p, int j, int jend, int qp0, int qp1)
+{
+    while (j < jend) {
+        int k0 = p.k_pos0 + j * FA_BN, k1 = p.k_pos0 + min(j * FA_BN + FA_BN, p.T) - 1;
+        if (k0 > qp1)
+            return jend;
+        if (lg_dmask_any(p.mask, qp0, qp1, k0, k1))
+            return j;
+        int next = j + 1, pos = -1;
+        if (p.mask.kind == LG_KMASK_SINK_WINDOW && k0 >= p.mask.sink) {
+            pos = qp0 - p.mask.window + 1; /* the oldest key the window shows */
+        } else if (p.mask.kind == LG_KMASK_BLOCK_STRIDED) {
+            int B = p.mask.block, S = p.mask.stride;
+            int kb1 = k1 / B;
+            int strided = (kb1 + 2 + S - 1) / S * S - 1; /* smallest kb > kb1, (kb + 1) % S == 0 */
+            int local = max(qp0 / B - p.mask.local + 1, kb1 + 1);
+            pos = min(strided, local) * B;
+        }
+        if (pos > p.k_pos0) {
+            int jj = (pos - p.k_pos0) / FA_BN;
+            if (jj > next)
+                next = jj;
+        }
+        j = next;
+    }
+    return jend;
+}
+
+/* ---------------------------------------------------------------- the kernel */
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params p)
+{
+    constexpr int BM = 16 * FA_WARPS, BN = FA_BN, C = HD / 8, NT = FA_WARPS * 32;
+    constexpr int SWZ = (C < 8 ? C : 8) - 1;
+    constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    T *Qs = reinterpret_cast<T *>(fa_smem);
+    T *Ks = Qs + BM * HD;     /* [2][BN][HD] */
+    T *Vs = Ks + 2 * BN * HD; /* [2][BN][HD] */
+    /* element offset of the 8-element chunk c of row r */
+    auto swz = [](int r, int c) { return r * HD + ((c ^ (r & SWZ)) << 3); };
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int qtile = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
+    const int h = blockIdx.y, kvh = h / p.group;
+    const int m0 = qtile * BM, rows = min(BM, p.n - m0);
+    const int qp0 = p.q_pos0 + m0, qp1 = qp0 + rows - 1;
+    const int kend = min(p.T, qp1 - p.k_pos0 + 1); /* key rows [0, kend) may be visible */
+    const int jend = kend > 0 ? (kend + BN - 1) / BN : 0;
+
+    const T *qg = (const T *)p.q + (size_t)m0 * p.ldq + (size_t)h * HD;
+    const T *kg = (const T *)p.k + (size_t)kvh * HD;
+    const T *vg = (const T *)p.v + (size_t)kvh * HD;
+
+    for (int i = tid; i < BM * C; i += NT) {
+        int r = i / C, c = i % C;
+        bool ok = r < rows;
+        cp_async16(Qs + swz(r, c), qg + (size_t)(ok ? r : 0) * p.ldq + c * 8, ok);
+    }
+    cp_async_commit();
+
+    auto load_kv = [&](int jt, int b) {
+        int r0 = jt * BN;
+        T *kd = Ks + b * BN * HD, *vd = Vs + b * BN * HD;
+        for (int i = tid; i < BN * C; i += NT) {
+            int r = i / C, c = i % C;
+            bool ok = r0 + r < p.T;
+            size_t src = ok ? (size_t)(r0 + r) : 0;
+            cp_async16(kd + swz(r, c), kg + src * p.ldk + c * 8, ok);
+            cp_async16(vd + swz(r, c), vg + src * p.ldv + c * 8, ok);
+        }
+    };
+
+    int j = fa_next_tile(p, 0, jend, qp0, qp1);
+    if (j < jend)
+        load_kv(j, 0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    unsigned qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++)
+        ldsm_x4(qf[kk], Qs + swz(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * kk + (lane >> 4)));
+
+    float o[HD / 8][4];
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++)
+        o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const int g = lane >> 2, tq = lane & 3;
+
+    int buf = 0;
+    while (j < jend) {
+        int jn = fa_next_tile(p, j + 1, jend, qp0, qp1);
+        if (jn < jend)
+            load_kv(jn, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>(); /* tile j has landed (only jn's copies may still be in flight) */
+        __syncthreads();
+        const T *Kb = Ks + buf * BN * HD, *Vb = Vs + buf * BN * HD;
+
+        float s[BN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++)
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++)
+#pragma unroll
+            for (int jp = 0; jp < BN / 16; jp++) {
+                unsigned b[4];
+                ldsm_x4(b, Kb + swz(jp * 16 + (lane & 7) + (lane >> 4) * 8, 2 * kk + ((lane >> 3) & 1)));
+                mma16816<T>(s[2 * jp], qf[kk], b[0], b[1]);
+                mma16816<T>(s[2 * jp + 1], qf[kk], b[2], b[3]);
+            }
+
+        const int kr0 = j * BN;
+        const bool full = kr0 + BN <= p.T &&
+                          lg_dmask_all(p.mask, qp0, qp1, p.k_pos0 + kr0, p.k_pos0 + kr0 + BN - 1);
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[nt][e] * p.scale_log2;
+                if (!full) {
+                    int row = warp * 16 + g + (e >> 1) * 8;
+                    int kr = kr0 + nt * 8 + tq * 2 + (e & 1);
+                    if (!(kr < p.T && lg_dmask_visible(p.mask, qp0 + row, p.k_pos0 + kr)))
+                        x = -INFINITY;
+                }
+                s[nt][e] = x;
+            }
+
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(mrow[r], mx);
+            float mu = mn == -INFINITY ? 0.0f : mn; /* a row with nothing visible yet stays zero */
+            float corr = exp2f(mrow[r] - mu);
+            mrow[r] = mn;
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < BN / 8; nt++) {
+                s[nt][2 * r] = exp2f(s[nt][2 * r] - mu);
+                s[nt][2 * r + 1] = exp2f(s[nt][2 * r + 1] - mu);
+                sum += s[nt][2 * r] + s[nt][2 * r + 1];
+            }
+            lrow[r] = lrow[r] * corr + sum;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) {
+                o[d][2 * r] *= corr;
+                o[d][2 * r + 1] *= corr;
+            }
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            unsigned a[4], alo[4];
+            a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            if constexpr (BF16) {
+                const float *src[4] = {&s[2 * kk][0], &s[2 * kk][2], &s[2 * kk + 1][0],
+                                       &s[2 * kk + 1][2]};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float2 hi = unpack2<T>(a[i]);
+                    alo[i] = pack2<T>(src[i][0] - hi.x, src[i][1] - hi.y);
+                }
+            }
+#pragma unroll
+            for (int dp = 0; dp < HD / 16; dp++) {
+                unsigned b[4];
+                ldsm_x4_trans(b, Vb + swz(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * dp + (lane >> 4)));
+                mma16816<T>(o[2 * dp], a, b[0], b[1]);
+                mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
+                if constexpr (BF16) {
+                    mma16816<T>(o[2 * dp], alo, b[0], b[1]);
+                    mma16816<T>(o[2 * dp + 1], alo, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* every warp is done with this buffer before it is refilled */
+        j = jn;
+        buf ^= 1;
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        int row = warp * 16 + g + r * 8;
+        if (row < rows) {
+            T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) {
+                typename lg_elem<T>::pair v =
+                    lg_elem<T>::f2_to_pair(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+                *reinterpret_cast<typename lg_elem<T>::pair *>(orow + d * 8 + tq * 2) = v;
+            }
+        }
+    }
+}
+
+template <typename T, int HD>
+static int fa_launch(const fa_params &p, int n_heads, cudaStream_t s, const char *who)
+{
+    constexpr int BM = 16 * FA_WARPS;
+    size_t smem = (size_t)(BM + 4 * FA_BN) * HD * sizeof(T);
+    static bool attr_set = false; /* once per instantiation */
+    if (!attr_set) {
+        LG_CUDA_TRY(cudaFuncSetAttribute(flash_prefill_kernel<T, HD>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        attr_set = true;
+    }
+    dim3 grid((p.n + BM - 1) / BM, n_heads);
+    flash_prefill_kernel<T, HD><<<grid, FA_WARPS * 32, smem, s>>>(p);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the launcher */
+
+static int force_simple = 0;
+
+extern "C" void lg_k_attn_prefill_force_simple(int on)
+{
+    force_simple = on;
+}
+
+static bool aligned16(const void *ptr)
+{
+    return ((uintptr_t)ptr & 15) == 0;
+}
+
+extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
+                                 const void *v, int ldv, lg_kdtype dt, int n, int q_pos0, int T,
+                                 int k_pos0, const lg_kattn_shape *shape, const lg_kmask *mask,
+                                 void *stream)
+{
+    const char *who = "lg_k_attn_prefill";
+    if (lg_attn_shape_check(shape, who))
+        return -1;
+    if (dt != LG_KDT_F16 && dt != LG_KDT_BF16)
+        return lg_k_fail("%s: dtype %d must be float16 or bfloat16", who, (int)dt);
+    int hd = shape->head_dim, qd = shape->n_heads * hd, kvd = shape->n_kv_heads * hd;
+    if (n < 0 || T < 1 || q_pos0 < 0 || k_pos0 < 0 || ldq < qd || ldo < qd || ldk < kvd ||
+        ldv < kvd)
+        return lg_k_fail("%s: bad sizes n=%d T=%d q_pos0=%d k_pos0=%d ldq=%d ldo=%d ldk=%d ldv=%d",
+                         who, n, T, q_pos0, k_pos0, ldq, ldo, ldk, ldv);
+    if (n > 0 && (long)q_pos0 + n - 1 > (long)k_pos0 + T - 1)
+        return lg_k_fail("%s: queries up to position %ld but keys only up to %ld", who,
+                         (long)q_pos0 + n - 1, (long)k_pos0 + T - 1);
+    lg_dmask m;
+    if (lg_dmask_from(mask, &m, who))
+        return -1;
+    if (n == 0)
+        return 0;
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    bool tc = !force_simple && (hd == 32 || hd == 64 || hd == 128) && ldq % 8 == 0 &&
+              ldk % 8 == 0 && ldv % 8 == 0 && ldo % 8 == 0 && aligned16(q) && aligned16(k) &&
+              aligned16(v) && aligned16(out);
+    if (tc) {
+        fa_params p;
+        memset(&p, 0, sizeof p);
+        p.out = out;
+        p.ldo = ldo;
+        p.q = q;
+        p.ldq = ldq;
+        p.k = k;
+        p.ldk = ldk;
+        p.v = v;
+        p.ldv = ldv;
+        p.n = n;
+        p.q_pos0 = q_pos0;
+        p.T = T;
+        p.k_pos0 = k_pos0;
+        p.group = shape->n_heads / shape->n_kv_heads;
+        p.scale_log2 = shape->scale * 1.4426950408889634f;
+        p.mask = m;
+        int nh = shape->n_heads;
+        if (dt == LG_KDT_F16)
+            return hd == 32 ? fa_launch<__half, 32>(p, nh, s, who)
+                 : hd == 64 ? fa_launch<__half, 64>(p, nh, s, who)
+                            : fa_launch<__half, 128>(p, nh, s, who);
+        return hd == 32 ? fa_launch<__nv_bfloat16, 32>(p, nh, s, who)
+             : hd == 64 ? fa_launch<__nv_bfloat16, 64>(p, nh, s, who)
+                        : fa_launch<__nv_bfloat16, 128>(p, nh, s, who);
+    }
+    lg_rows_params p;
+    memset(&p, 0, sizeof p);
+    p.out = out;
+    p.ldo = ldo;
+    p.q = q;
+    p.ldq = ldq;
+    p.k = k;
+    p.ldk = ldk;
+    p.v = v;
+    p.ldv = ldv;
+    p.slot_pos = NULL;
+    p.k_pos0 = k_pos0;
+    p.n_slots = T;
+    p.q_pos0 = q_pos0;
+    p.n_heads = shape->n_heads;
+    p.group = shape->n_heads / shape->n_kv_heads;
+    p.head_dim = hd;
+    p.scale_log2 = shape->scale * 1.4426950408889634f;
+    p.mask = m;
+    p.split_len = T;
+    p.n_splits = 1;
+    return lg_rows_launch(&p, dt, n, s, who);
+}

@@ -1,0 +1,185 @@
+/* Batch-1 (up to 4 rows at a time) GEMV for decode: y[t][m] = sum_k W[m][k] x[t][k].
+ *
+ * Memory-bound: W (M*K 2-byte weights) is read once; x (a few KB) stays in L1/L2. Each warp owns
+ * ROWS consecutive rows of W; each lane reads 16 bytes (8 weights) of each row per step, UNROLL steps
+ * at a time, so ROWS * UNROLL independent 16-byte loads are in flight per lane before the first use
+ * (latency hiding without relying on occupancy alone). Weights are loaded with the L1::no_allocate
+ * hint (streamed once, kept out of L1 where x lives). Partial sums are float32 per lane, then summed
+ * across the warp with shuffles. CPU twin: lg_gemv_cpu (kernels/check/check_kernels.c). */
+#include "gemv.h"
+#include "kernel_common.cuh"
+
+#define GEMV_WARPS 4
+
+/* rows per warp and unroll of the vector kernel: (2, 4) by default, others for benchmarks */
+static int gemv_rows = 2, gemv_unroll = 4;
+
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+template <typename T, int NT, int ROWS, int UNROLL>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_vec_kernel(void *y, int y_dt, int ldy, const T *__restrict__ w, int ldw,
+                    const T *__restrict__ x, int ldx, int M, int K, int accumulate)
+{
+    int lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * ROWS;
+    if (row0 >= M)
+        return;
+    int kv = K / 8; /* 16-byte vectors per row */
+    const uint4 *wr[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        int row = row0 + r < M ? row0 + r : M - 1; /* past the end: read a valid row, drop it */
+        wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)row * ldw);
+    }
+    float acc[NT][ROWS];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++)
+            acc[t][r] = 0.0f;
+
+    for (int base = lane; base < kv; base += 32 * UNROLL) {
+        uint4 wv[UNROLL][ROWS];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int i = base + u * 32;
+#pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                wv[u][r] = i < kv ? ld_stream(wr[r] + i) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int i = base + u * 32;
+            if (i < kv) {
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    float xf[8];
+                    lg_unpack8<T>(__ldg(reinterpret_cast<const uint4 *>(x + (size_t)t * ldx) + i),
+                                  xf);
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++) {
+                        float wf[8];
+                        lg_unpack8<T>(wv[u][r], wf);
+#pragma unroll
+                        for (int e = 0; e < 8; e++)
+                            acc[t][r] = fmaf(wf[e], xf[e], acc[t][r]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            float s = lg_warp_sum(acc[t][r]);
+            if (lane == 0 && row0 + r < M) {
+                size_t o = (size_t)t * ldy + row0 + r;
+                lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + s : s);
+            }
+        }
+}
+
+/* Any K, any alignment: one row per warp, scalar loads. */
+template <typename T>
+__global__ void gemv_scalar_kernel(void *y, int y_dt, int ldy, const T *__restrict__ w, int ldw,
+                                   const T *__restrict__ x, int ldx, int n, int M, int K,
+                                   int accumulate)
+{
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (row >= M)
+        return;
+    for (int t = 0; t < n; t++) {
+        float acc = 0.0f;
+        for (int k = lane; k < K; k += 32)
+            acc = fmaf(lg_elem<T>::to_f(w[(size_t)row * ldw + k]),
+                       lg_elem<T>::to_f(x[(size_t)t * ldx + k]), acc);
+        acc = lg_warp_sum(acc);
+        if (lane == 0) {
+            size_t o = (size_t)t * ldy + row;
+            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + acc : acc);
+        }
+    }
+}
+
+template <typename T>
+static void gemv_launch(void *y, int y_dt, int ldy, const void *w, int ldw, const void *x, int ldx,
+                        int n, int M, int K, int acc, bool vec, cudaStream_t s)
+{
+    const T *wt = (const T *)w, *xt = (const T *)x;
+    if (!vec) {
+        unsigned blocks = (unsigned)((M + GEMV_WARPS - 1) / GEMV_WARPS);
+        gemv_scalar_kernel<T><<<blocks, GEMV_WARPS * 32, 0, s>>>(y, y_dt, ldy, wt, ldw, xt, ldx, n,
+                                                                 M, K, acc);
+        return;
+    }
+    int rows_per_block = GEMV_WARPS * gemv_rows;
+    unsigned blocks = (unsigned)((M + rows_per_block - 1) / rows_per_block);
+    int ysz = y_dt == LG_KDT_F32 ? 4 : 2;
+    for (int t0 = 0; t0 < n; t0 += 4) {
+        int nt = n - t0 < 4 ? n - t0 : 4;
+        void *yt = (char *)y + (size_t)t0 * ldy * ysz;
+        const T *xx = xt + (size_t)t0 * ldx;
+        int v = gemv_rows * 100 + gemv_unroll;
+#define GEMV_CASE(NT_, R_, U_)                                                                    \
+    if (nt == NT_ && v == R_ * 100 + U_) {                                                        \
+        gemv_vec_kernel<T, NT_, R_, U_><<<blocks, GEMV_WARPS * 32, 0, s>>>(yt, y_dt, ldy, wt, ldw, \
+                                                                           xx, ldx, M, K, acc);   \
+        continue;                                                                                 \
+    }
+#define GEMV_VARIANTS(NT_) GEMV_CASE(NT_, 2, 4) GEMV_CASE(NT_, 1, 8) GEMV_CASE(NT_, 4, 4) GEMV_CASE(NT_, 2, 8)
+        GEMV_VARIANTS(1)
+        GEMV_VARIANTS(2)
+        GEMV_VARIANTS(3)
+        GEMV_VARIANTS(4)
+#undef GEMV_VARIANTS
+#undef GEMV_CASE
+    }
+}
+
+extern "C" int lg_k_gemv_set_variant(int rows_per_warp, int unroll)
+{
+    int v = rows_per_warp * 100 + unroll;
+    if (v != 204 && v != 108 && v != 404 && v != 208)
+        return lg_k_fail("lg_k_gemv_set_variant: no variant rows %d unroll %d", rows_per_warp,
+                         unroll);
+    gemv_rows = rows_per_warp;
+    gemv_unroll = unroll;
+    return 0;
+}
+
+extern "C" int lg_k_gemv(void *y, lg_kdtype y_dt, int ldy, const void *w, int ldw, const void *x,
+                         int ldx, lg_kdtype in_dt, int n, int M, int K, float beta, void *stream)
+{
+    const char *who = "lg_k_gemv";
+    if (in_dt != LG_KDT_F16 && in_dt != LG_KDT_BF16)
+        return lg_k_fail("%s: inputs must be float16 or bfloat16 (dtype %d)", who, (int)in_dt);
+    if (y_dt != LG_KDT_F32 && y_dt != in_dt)
+        return lg_k_fail("%s: output must be float32 or the input type (dtype %d)", who, (int)y_dt);
+    if (beta != 0.0f && beta != 1.0f)
+        return lg_k_fail("%s: beta must be 0 or 1 (got %g)", who, beta);
+    if (n < 0 || M <= 0 || K <= 0 || ldw < K || ldx < K || ldy < M)
+        return lg_k_fail("%s: bad sizes n=%d M=%d K=%d ldw=%d ldx=%d ldy=%d", who, n, M, K, ldw,
+                         ldx, ldy);
+    if (n == 0)
+        return 0;
+    bool vec = K % 8 == 0 && ldw % 8 == 0 && ldx % 8 == 0 && ((uintptr_t)w & 15) == 0 &&
+               ((uintptr_t)x & 15) == 0;
+    int acc = beta != 0.0f;
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    if (in_dt == LG_KDT_F16)
+        gemv_launch<__half>(y, y_dt, ldy, w, ldw, x, ldx, n, M, K, acc, vec, s);
+    else
+        gemv_launch<__nv_bfloat16>(y, y_dt, ldy, w, ldw, x, ldx, n, M, K, acc, vec, s);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}

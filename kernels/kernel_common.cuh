@@ -1,0 +1,180 @@
+/* Device-side helpers shared by the kernels of kernels/ (not part of the C API): element loads and
+ * stores for a dtype known at run time or at compile time, warp reductions, launch checks. */
+#ifndef LG_KERNEL_COMMON_CUH
+#define LG_KERNEL_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "cuda_check.h"
+#include "kernel_types.h"
+
+#define LG_CUDA_STREAM(s) ((cudaStream_t)(s))
+
+/* ---------------------------------------------------------------- element access */
+
+/* Run-time dtype: for memory-bound row kernels, where a uniform branch costs nothing. */
+__device__ __forceinline__ float lg_ld(const void *p, int dt, size_t i)
+{
+    if (dt == LG_KDT_F32)
+        return ((const float *)p)[i];
+    if (dt == LG_KDT_F16)
+        return __half2float(((const __half *)p)[i]);
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+
+__device__ __forceinline__ void lg_st(void *p, int dt, size_t i, float v)
+{
+    if (dt == LG_KDT_F32)
+        ((float *)p)[i] = v;
+    else if (dt == LG_KDT_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+
+/* The value v takes once stored in dt (float32 arithmetic on what the memory will hold). */
+__device__ __forceinline__ float lg_round_to(int dt, float v)
+{
+    if (dt == LG_KDT_F16)
+        return __half2float(__float2half_rn(v));
+    if (dt == LG_KDT_BF16)
+        return __bfloat162float(__float2bfloat16_rn(v));
+    return v;
+}
+
+/* Compile-time dtype. */
+template <typename T> struct lg_elem;
+template <> struct lg_elem<__half> {
+    typedef __half2 pair;
+    static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+    static __device__ __forceinline__ __half from_f(float x) { return __float2half_rn(x); }
+    static __device__ __forceinline__ float2 pair_to_f2(__half2 x) { return __half22float2(x); }
+    static __device__ __forceinline__ __half2 f2_to_pair(float a, float b)
+    {
+        return __floats2half2_rn(a, b);
+    }
+};
+template <> struct lg_elem<__nv_bfloat16> {
+    typedef __nv_bfloat162 pair;
+    static __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f(float x) { return __float2bfloat16_rn(x); }
+    static __device__ __forceinline__ float2 pair_to_f2(__nv_bfloat162 x)
+    {
+        return __bfloat1622float2(x);
+    }
+    static __device__ __forceinline__ __nv_bfloat162 f2_to_pair(float a, float b)
+    {
+        return __floats2bfloat162_rn(a, b);
+    }
+};
+
+/* 8 packed 16-bit elements (one 16-byte load) to floats. */
+template <typename T>
+__device__ __forceinline__ void lg_unpack8(uint4 u, float *f)
+{
+    typedef typename lg_elem<T>::pair P;
+    const P *p = reinterpret_cast<const P *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 v = lg_elem<T>::pair_to_f2(p[i]);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+/* ---------------------------------------------------------------- reductions */
+
+__device__ __forceinline__ float lg_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float lg_warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+ * `red` is 32 floats of shared memory. */
+__device__ __forceinline__ float lg_block_sum(float v, float *red)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = lg_warp_sum(v);
+    __syncthreads(); /* red may still be read by a previous call */
+    if (lane == 0)
+        red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return lg_warp_sum(v);
+}
+
+/* ---------------------------------------------------------------- mask visibility */
+
+/* Mirror of formats/longgen.h lg_attn_visible (kernels see no formats/ header). */
+struct lg_dmask {
+    int kind, sink, window, block, local, stride;
+};
+
+__host__ __device__ __forceinline__ bool lg_dmask_visible(const lg_dmask &m, int i, int j)
+{
+    if (j > i || j < 0)
+        return false;
+    if (m.kind == LG_KMASK_SINK_WINDOW)
+        return j < m.sink || i - j < m.window;
+    if (m.kind == LG_KMASK_BLOCK_STRIDED) {
+        int qb = i / m.block, kb = j / m.block;
+        return qb - kb < m.local || (kb + 1) % m.stride == 0;
+    }
+    return true;
+}
+
+/* Does any query position in [q0, q1] see any key position in [k0, k1]? (Conservative: true when
+ * unsure, never false when some pair is visible.) */
+__host__ __device__ __forceinline__ bool lg_dmask_any(const lg_dmask &m, int q0, int q1, int k0,
+                                                      int k1)
+{
+    if (k0 > q1 || k1 < 0)
+        return false;
+    if (k0 < 0)
+        k0 = 0;
+    if (m.kind == LG_KMASK_SINK_WINDOW)
+        return k0 < m.sink || q0 - k1 < m.window;
+    if (m.kind == LG_KMASK_BLOCK_STRIDED) {
+        int qb0 = q0 / m.block, kb0 = k0 / m.block, kb1 = k1 / m.block;
+        if (qb0 - kb1 < m.local)
+            return true;
+        /* some kb in [kb0, kb1] with (kb + 1) % stride == 0 */
+        int first = ((kb0 + 1 + m.stride - 1) / m.stride) * m.stride - 1;
+        return first <= kb1;
+    }
+    return true;
+}
+
+/* Does every query position in [q0, q1] see every key position in [k0, k1] (0 <= k0)? */
+__host__ __device__ __forceinline__ bool lg_dmask_all(const lg_dmask &m, int q0, int q1, int k0,
+                                                      int k1)
+{
+    if (k1 > q0 || k0 < 0)
+        return false;
+    if (m.kind == LG_KMASK_SINK_WINDOW)
+        return k1 < m.sink || q1 - k0 < m.window;
+    if (m.kind == LG_KMASK_BLOCK_STRIDED) {
+        int qb1 = q1 / m.block, kb0 = k0 / m.block, kb1 = k1 / m.block;
+        return qb1 - kb0 < m.local || (kb0 == kb1 && (kb0 + 1) % m.stride == 0);
+    }
+    return true;
+}
+
+/* Checks a host mask description and converts it (NULL = full). */
+int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who);
+
+#endif

@@ -1,0 +1,59 @@
+/* The shared pieces of kernels/: dtype sizes, the last-error message, mask checks. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "kernel_common.cuh"
+
+static thread_local char lg_k_msg[512];
+
+extern "C" int lg_kdtype_size(lg_kdtype dt)
+{
+    switch (dt) {
+    case LG_KDT_F32:
+        return 4;
+    case LG_KDT_F16:
+    case LG_KDT_BF16:
+        return 2;
+    }
+    return 0;
+}
+
+extern "C" const char *lg_k_last_error(void)
+{
+    return lg_k_msg;
+}
+
+extern "C" int lg_k_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(lg_k_msg, sizeof lg_k_msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who)
+{
+    lg_dmask m = {LG_KMASK_FULL, 0, 0, 1, 1, 1};
+    if (mask) {
+        m.kind = mask->kind;
+        m.sink = mask->sink;
+        m.window = mask->window;
+        m.block = mask->block;
+        m.local = mask->local;
+        m.stride = mask->stride;
+        if (m.kind == LG_KMASK_SINK_WINDOW) {
+            if (m.sink < 0 || m.window <= 0)
+                return lg_k_fail("%s: sink_window mask needs sink >= 0 and window > 0 (got %d, %d)",
+                                 who, m.sink, m.window);
+        } else if (m.kind == LG_KMASK_BLOCK_STRIDED) {
+            if (m.block <= 0 || m.local <= 0 || m.stride <= 0)
+                return lg_k_fail("%s: block_strided mask needs block, local, stride > 0 "
+                                 "(got %d, %d, %d)", who, m.block, m.local, m.stride);
+        } else if (m.kind != LG_KMASK_FULL) {
+            return lg_k_fail("%s: unknown mask kind %d", who, (int)m.kind);
+        }
+    }
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,81 @@
+/* The forward pass behind one interface, with the backend chosen once at run time (as calm does):
+ * "cpu" is the float32 oracle (runtime/forward_cpu.h), "cuda" the fp16/bf16 GPU path
+ * (runtime/forward_cuda.h, present when the build found nvcc). Tools and evaluations call lg_engine_*
+ * and never ask which backend they hold.
+ *
+ * The operations mean what the CPU forward's do (forward_cpu.h): a sequence at a time, prompt in
+ * one call, then one token per call; logits in float32 on the host. */
+#ifndef LG_ENGINE_H
+#define LG_ENGINE_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "forward_cpu.h"
+#include "model.h"
+
+typedef struct lg_engine_opts {
+    int max_chunk;      /* rows per internal step (cpu: 256; cuda: prefill rows per product, 4096) */
+    int max_seq;        /* positions reserved for full layers; 0 = the model's max_pos */
+    int n_threads;      /* cpu: 0 = every online CPU */
+    const char *dtype;  /* cuda: weights and activations "f16" (default) or "bf16" */
+} lg_engine_opts;
+
+/* What an engine holds, for reports. */
+typedef struct lg_engine_mem {
+    const char *weight_dtype; /* "f32", "f16", "bf16" */
+    size_t weight_bytes;      /* weights held by the backend */
+    size_t device_peak;       /* cuda: most device memory in use since the engine was made (0 on cpu) */
+    size_t device_total;      /* cuda: the device's memory (0 on cpu) */
+    size_t alloc_peak;        /* cuda: most device memory the engine itself held (0 on cpu) */
+    char device_name[128];    /* "cpu (N threads)" or the GPU's name */
+} lg_engine_mem;
+
+/* The operations a backend implements; impl is its state. */
+typedef struct lg_engine_ops {
+    const char *name;
+    void (*destroy)(void *impl);
+    void (*reset)(void *impl);
+    long (*pos)(const void *impl);
+    int (*tokens)(void *impl, const int *tokens, int n, long pos0, lg_logits_rows rows,
+                  float *logits, lg_err *err);
+    int (*nll)(void *impl, const int *tokens, int n, long pos0, float *nll, lg_err *err);
+    int (*greedy)(void *impl, const int *prompt, int n_prompt, int n_new, int *out, lg_err *err);
+    void (*kv_bytes)(const void *impl, size_t *live, size_t *alloc);
+    void (*mem)(const void *impl, lg_engine_mem *out);
+} lg_engine_ops;
+
+typedef struct lg_engine {
+    const lg_engine_ops *ops;
+    void *impl;
+    const lg_model *m;
+} lg_engine;
+
+/* 0 when `device` names a backend of this build ("cpu" always, "cuda" when built with CUDA); else -1
+ * with a message saying which devices the build has. */
+int lg_engine_check_device(const char *device, lg_err *err);
+
+/* Loads a model directory the way `device` needs it: float32 weights for "cpu", configuration only
+ * for "cuda" (which uploads fp16/bf16 from the checkpoint itself). NULL on error, also for an
+ * unknown or unavailable device, with a message saying which devices this build has. */
+lg_model *lg_engine_load_model(const char *dir, const char *device, lg_err *err);
+
+/* Makes an engine for m on `device` ("cpu" or "cuda") with the attention plan m has now. opts may be
+ * NULL for defaults. The model must outlive the engine. NULL on error. */
+lg_engine *lg_engine_new(const lg_model *m, const char *device, const lg_engine_opts *opts,
+                         lg_err *err);
+void lg_engine_free(lg_engine *e);
+
+const char *lg_engine_device(const lg_engine *e);
+void lg_engine_reset(lg_engine *e);
+long lg_engine_pos(const lg_engine *e);
+int lg_engine_tokens(lg_engine *e, const int *tokens, int n, long pos0, lg_logits_rows rows,
+                     float *logits, lg_err *err);
+int lg_engine_nll(lg_engine *e, const int *tokens, int n, long pos0, float *nll, lg_err *err);
+int lg_engine_greedy(lg_engine *e, const int *prompt, int n_prompt, int n_new, int *out,
+                     lg_err *err);
+/* KV bytes summed by layer kind (indexed by lg_attn_kind, 3 entries): live and allocated. */
+void lg_engine_kv_bytes(const lg_engine *e, size_t *live, size_t *alloc);
+void lg_engine_mem_info(const lg_engine *e, lg_engine_mem *out);
+
+#endif

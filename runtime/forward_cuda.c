@@ -1,0 +1,1029 @@
+/* The CUDA forward pass (forward_cuda.h): weights uploaded once, layer-major prefill, steps and a
+ * captured decode graph, KV caches in the slot layout of kernels/kv_slots.h. */
+#include "forward_cuda.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "cuda_check.h"
+#include "dtype.h"
+#include "kv_slots.h"
+#include "lg_kernels.h"
+
+#define DEFAULT_CHUNK 4096 /* prefill rows per product: fills the GPU, bounds the activations */
+#define MAX_STEP 256       /* rows per later step when a sparse layer is present (sizes the rings) */
+#define HEAD_ROWS 128      /* logits rows per pass of the vocab-wide head */
+#define GEMV_ROWS 4        /* up to this many rows the products are matrix-vector kernels */
+#define STAGE_BYTES ((size_t)32 << 20) /* each of the two pinned upload buffers */
+
+/* Every kernel launcher returns 0 or -1 with lg_k_last_error(); so do the functions below, until
+ * the public operations turn the message into an lg_err. */
+#define K(call)                                                                                   \
+    do {                                                                                          \
+        if ((call) != 0)                                                                          \
+            return -1;                                                                            \
+    } while (0)
+
+typedef struct cuda_layer {
+    lg_layer_attn attn;
+    lg_kmask mask;
+    lg_kv_layout lay;
+    int n_slots;
+    const void *wqkv, *wo, *wgu, *wdown; /* act dtype, HF [out, in] layout */
+    const float *attn_norm, *mlp_norm;
+    void *k, *v;    /* [n_slots, kv_dim] */
+    int *slot_pos;  /* [n_slots]: the position each slot holds, -1 for none */
+} cuda_layer;
+
+typedef struct cuda_fwd {
+    const lg_model *m;
+    lg_kdtype dt;
+    int esz;
+    const char *dt_name;
+    int dim, ffn, qd, kvd, qkv_dim, n_layers, vocab;
+    int P;        /* prefill rows per product */
+    int S;        /* rows per step (P when every layer is full, MAX_STEP otherwise) */
+    int max_seq;  /* positions the full caches hold */
+    int all_full; /* no sparse layer: prefill runs in steps of P rows (no residual of every row) */
+    lg_kattn_shape shape;
+    cudaStream_t st;
+    lg_blas *blas;
+
+    /* weights: one allocation */
+    void *wmem;
+    size_t wbytes;
+    const void *embed, *lm_head;
+    const float *final_norm;
+    cuda_layer *L;
+
+    /* RoPE */
+    float *inv_freq_h, *inv_freq_d;
+    float attn_scale;
+    long rope_len;
+
+    /* activations of up to max(P, S) rows, allocated once (the decode graph keeps their addresses) */
+    float *x_step;  /* [S, dim] residual of a step */
+    void *xb, *qkv, *att, *gu, *mlp;
+    float *logits;  /* [HEAD_ROWS, vocab] */
+    float *logits_h; /* pinned copy */
+    void *attn_ws;
+    size_t attn_ws_bytes;
+    int *par_h, *par_d; /* step parameters: ids[n], pos[n], n_live[L], slots[L][n] */
+    int par_cap;
+    int *iota;          /* 0, 1, ..., max_seq - 1: slots of positions laid out in order */
+
+    /* layer-major prefill, grown on demand */
+    float *x_big;       /* [rows, dim] residual of every row */
+    long x_big_rows;
+    void *scr_k, *scr_v; /* [rows, kv_dim] keys and values of a sparse layer by position */
+    int *scr_pos;
+    long scr_rows;
+    int *ids_d;
+    long ids_cap;
+
+    /* decode graph: 0 not yet tried, 1 captured, -1 capture failed (eager launches) */
+    int graph_state, decodes;
+    cudaGraphExec_t graph;
+
+    long n_pos; /* positions held; -1 after a failed call */
+
+    /* memory */
+    size_t dev_bytes, dev_peak, used_peak, dev_total;
+    char dev_name[128];
+} cuda_fwd;
+
+/* ---------------------------------------------------------------- memory */
+
+static void sample_mem(cuda_fwd *f)
+{
+    size_t free_b = 0, total = 0;
+    if (cudaMemGetInfo(&free_b, &total) == cudaSuccess) {
+        f->dev_total = total;
+        if (total - free_b > f->used_peak)
+            f->used_peak = total - free_b;
+    }
+}
+
+static int dalloc(cuda_fwd *f, void **p, size_t bytes, const char *what)
+{
+    *p = NULL;
+    if (bytes == 0)
+        bytes = 16;
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear it: the engine stays usable after an allocation failure */
+        size_t free_b = 0, total = 0;
+        cudaMemGetInfo(&free_b, &total);
+        *p = NULL;
+        return lg_k_fail("%s: cannot allocate %.3f GiB of device memory (%s): %.3f GiB of %.3f "
+                         "GiB free, %.3f GiB held by this engine", what, bytes / 1073741824.0,
+                         cudaGetErrorName(e), free_b / 1073741824.0, total / 1073741824.0,
+                         f->dev_bytes / 1073741824.0);
+    }
+    f->dev_bytes += bytes;
+    if (f->dev_bytes > f->dev_peak)
+        f->dev_peak = f->dev_bytes;
+    sample_mem(f);
+    return 0;
+}
+
+static void dfree(cuda_fwd *f, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    cudaFree(p);
+    f->dev_bytes -= bytes < 16 ? 16 : bytes;
+}
+
+static void *at(const void *p, size_t elems, int esz)
+{
+    return (char *)p + elems * (size_t)esz;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+/* The upload: tensors converted chunk by chunk into two pinned buffers, each chunk's copy
+ * overlapping the conversion of the next. */
+typedef struct upload {
+    cudaStream_t st;
+    void *stage[2];
+    cudaEvent_t done[2];
+    int turn;
+} upload;
+
+/* Copies tensor t (any float dtype) to dst converted to dst_dt. */
+static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tensor *t)
+{
+    size_t n = (size_t)t->nelem, done = 0, out_sz = lg_dtype_size(dst_dt);
+    size_t in_sz = lg_dtype_size(t->dtype);
+    size_t per = STAGE_BYTES / out_sz;
+    while (done < n) {
+        size_t c = n - done < per ? n - done : per;
+        int b = u->turn;
+        u->turn ^= 1;
+        LG_CUDA_TRY(cudaEventSynchronize(u->done[b]));
+        lg_convert_floats(u->stage[b], dst_dt, (const char *)t->data + done * in_sz, t->dtype, c);
+        LG_CUDA_TRY(cudaMemcpyAsync((char *)dst + done * out_sz, u->stage[b], c * out_sz,
+                                    cudaMemcpyHostToDevice, u->st));
+        LG_CUDA_TRY(cudaEventRecord(u->done[b], u->st));
+        done += c;
+    }
+    return 0;
+}
+
+/* One tensor of the checkpoint and where it goes in the weights allocation. */
+typedef struct weight_ref {
+    const lg_st_tensor *t;
+    lg_dtype dt;
+    size_t off;
+} weight_ref;
+
+/* Per layer, in this order (W_* indices into a layer's 9 refs). */
+enum { W_ATTN_NORM, W_MLP_NORM, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_PER_LAYER };
+
+/* The model's tensors, shapes checked: embedding, 9 per layer, final norm, lm_head unless tied.
+ * Matrices in the activation dtype, norms in float32. */
+static int list_weights(cuda_fwd *f, const lg_checkpoint *ck, weight_ref *w, int *nw, lg_err *err)
+{
+    const lg_model *m = f->m;
+    lg_dtype adt = f->dt == LG_KDT_BF16 ? LG_DT_BF16 : LG_DT_F16;
+    int k = 0;
+    char name[256];
+#define NEED(nm, r, rw, c, cw, dtype)                                                             \
+    do {                                                                                          \
+        const lg_st_tensor *t_ = lg_model_need_tensor(ck, nm, r, rw, c, cw, err);                 \
+        if (!t_)                                                                                  \
+            return -1;                                                                            \
+        w[k].t = t_;                                                                              \
+        w[k++].dt = dtype;                                                                        \
+    } while (0)
+#define LAYER(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+    NEED("model.embed_tokens.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt);
+    for (int l = 0; l < m->n_layers; l++) {
+        NEED(LAYER("input_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32);
+        NEED(LAYER("post_attention_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32);
+        NEED(LAYER("self_attn.q_proj.weight"), f->qd, "num_attention_heads * head_dim", m->dim,
+             "hidden_size", adt);
+        NEED(LAYER("self_attn.k_proj.weight"), f->kvd, "num_key_value_heads * head_dim", m->dim,
+             "hidden_size", adt);
+        NEED(LAYER("self_attn.v_proj.weight"), f->kvd, "num_key_value_heads * head_dim", m->dim,
+             "hidden_size", adt);
+        NEED(LAYER("self_attn.o_proj.weight"), m->dim, "hidden_size", f->qd,
+             "num_attention_heads * head_dim", adt);
+        NEED(LAYER("mlp.gate_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
+             adt);
+        NEED(LAYER("mlp.up_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
+             adt);
+        NEED(LAYER("mlp.down_proj.weight"), m->dim, "hidden_size", m->ffn_dim, "intermediate_size",
+             adt);
+    }
+    NEED("model.norm.weight", m->dim, "hidden_size", -1, NULL, LG_DT_F32);
+    if (!m->tied)
+        NEED("lm_head.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt);
+#undef NEED
+#undef LAYER
+    *nw = k;
+    return 0;
+}
+
+/* Offsets in one allocation, each tensor 256-byte aligned, except that k and v follow q, and up
+ * follows gate, directly: q|k|v and gate|up are stacked matrices, one product each. */
+static size_t lay_out_weights(weight_ref *w, int nw, int n_layers)
+{
+    size_t off = 0;
+    for (int i = 0; i < nw; i++) {
+        int j = i >= 1 && i < 1 + W_PER_LAYER * n_layers ? (i - 1) % W_PER_LAYER : -1;
+        size_t bytes = (size_t)w[i].t->nelem * lg_dtype_size(w[i].dt);
+        if (j == W_K || j == W_V || j == W_UP) {
+            w[i].off = w[i - 1].off + (size_t)w[i - 1].t->nelem * lg_dtype_size(w[i - 1].dt);
+            off = w[i].off + bytes;
+        } else {
+            off = (off + 255) & ~(size_t)255;
+            w[i].off = off;
+            off += bytes;
+        }
+    }
+    return (off + 255) & ~(size_t)255;
+}
+
+/* Reads every weight from m->dir and uploads it once. */
+static int upload_weights(cuda_fwd *f, lg_err *err)
+{
+    const lg_model *m = f->m;
+    lg_checkpoint *ck = lg_ckpt_open(m->dir, err);
+    if (!ck)
+        return -1;
+    upload u = {.st = f->st};
+    int nw = 0, rc = -1;
+    weight_ref *w = calloc((size_t)(3 + W_PER_LAYER * m->n_layers), sizeof *w);
+    if (!w) {
+        lg_err_set(err, "%s: out of memory", m->dir);
+        goto done;
+    }
+    if (list_weights(f, ck, w, &nw, err) != 0) {
+        lg_err_prefix(err, "%s", m->dir);
+        goto done;
+    }
+    f->wbytes = lay_out_weights(w, nw, m->n_layers);
+    if (dalloc(f, &f->wmem, f->wbytes, "weights") != 0) {
+        lg_err_set(err, "%s: %s", m->dir, lg_k_last_error());
+        goto done;
+    }
+    for (int b = 0; b < 2; b++) {
+        if (cudaMallocHost(&u.stage[b], STAGE_BYTES) != cudaSuccess ||
+            cudaEventCreateWithFlags(&u.done[b], cudaEventDisableTiming) != cudaSuccess ||
+            cudaEventRecord(u.done[b], f->st) != cudaSuccess) {
+            cudaGetLastError();
+            lg_err_set(err, "cannot allocate %zu MiB of pinned host memory for the upload",
+                       STAGE_BYTES >> 20);
+            goto done;
+        }
+    }
+    for (int i = 0; i < nw; i++)
+        if (upload_tensor(&u, (char *)f->wmem + w[i].off, w[i].dt, w[i].t) != 0) {
+            lg_err_set(err, "%s: tensor '%s': %s", m->dir, w[i].t->name, lg_k_last_error());
+            goto done;
+        }
+    if (cudaStreamSynchronize(f->st) != cudaSuccess) {
+        lg_err_set(err, "%s: uploading the weights: %s", m->dir,
+                   cudaGetErrorString(cudaGetLastError()));
+        goto done;
+    }
+    char *base = f->wmem;
+    f->embed = base + w[0].off;
+    for (int l = 0; l < m->n_layers; l++) {
+        const weight_ref *r = &w[1 + W_PER_LAYER * l];
+        cuda_layer *L = &f->L[l];
+        L->attn_norm = (const float *)(base + r[W_ATTN_NORM].off);
+        L->mlp_norm = (const float *)(base + r[W_MLP_NORM].off);
+        L->wqkv = base + r[W_Q].off;
+        L->wo = base + r[W_O].off;
+        L->wgu = base + r[W_GATE].off;
+        L->wdown = base + r[W_DOWN].off;
+    }
+    f->final_norm = (const float *)(base + w[1 + W_PER_LAYER * m->n_layers].off);
+    f->lm_head = m->tied ? f->embed : base + w[2 + W_PER_LAYER * m->n_layers].off;
+    rc = 0;
+done:
+    for (int b = 0; b < 2; b++) {
+        if (u.done[b])
+            cudaEventDestroy(u.done[b]);
+        if (u.stage[b])
+            cudaFreeHost(u.stage[b]);
+    }
+    free(w);
+    lg_ckpt_close(ck);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- KV caches */
+
+static void layer_layout(cuda_fwd *f, cuda_layer *L)
+{
+    const lg_layer_attn *a = &L->attn;
+    L->mask = (lg_kmask){(lg_kmask_kind)a->kind, a->sink, a->window, a->block, a->local, a->stride};
+    L->lay = (lg_kv_layout){.mask = L->mask};
+    long ring = 0;
+    if (a->kind == LG_ATTN_SINK_WINDOW)
+        ring = (long)a->window - 1 + f->S;
+    else if (a->kind == LG_ATTN_BLOCK_STRIDED)
+        ring = (long)a->local * a->block - 1 + f->S;
+    if (ring > f->max_seq)
+        ring = f->max_seq; /* a ring as long as the sequence never wraps */
+    L->lay.ring = (int)ring;
+    if (a->kind == LG_ATTN_BLOCK_STRIDED) {
+        long span = (long)a->block * a->stride;
+        L->lay.kept = (int)(((long)f->max_seq + span - 1) / span * a->block);
+    }
+    L->n_slots = (int)lg_kv_slots(&L->lay, f->max_seq);
+}
+
+/* Slots of layer L considered by attention once positions 0 .. end-1 are written. */
+static int n_live(const cuda_layer *L, long end)
+{
+    switch (L->attn.kind) {
+    case LG_ATTN_BLOCK_STRIDED: {
+        long blocks = (end + L->attn.block - 1) / L->attn.block;
+        long used = (long)L->lay.ring + blocks / L->attn.stride * L->attn.block;
+        return (int)(used < L->n_slots ? used : L->n_slots);
+    }
+    case LG_ATTN_SINK_WINDOW:
+        return L->n_slots;
+    default:
+        return (int)(end < L->n_slots ? end : L->n_slots);
+    }
+}
+
+/* Positions layer L holds after positions 0 .. n-1. */
+static long held_positions(const cuda_layer *L, long n)
+{
+    const lg_layer_attn *a = &L->attn;
+    if (a->kind == LG_ATTN_SINK_WINDOW) {
+        long sink = n < a->sink ? n : a->sink, rest = n - sink;
+        return sink + (rest < L->lay.ring ? rest : L->lay.ring);
+    }
+    if (a->kind == LG_ATTN_BLOCK_STRIDED) {
+        long kept = 0;
+        for (long kb = a->stride - 1; kb * a->block < n; kb += a->stride) {
+            long left = n - kb * a->block;
+            kept += left < a->block ? left : a->block;
+        }
+        long other = n - kept;
+        return kept + (other < L->lay.ring ? other : L->lay.ring);
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- products */
+
+static int mm(cuda_fwd *f, void *y, lg_kdtype y_dt, int ldy, const void *x, int ldx, const void *w,
+              int n, int M, int Kd, float beta)
+{
+    if (n <= GEMV_ROWS)
+        return lg_k_gemv(y, y_dt, ldy, w, Kd, x, ldx, f->dt, n, M, Kd, beta, f->st);
+    return lg_k_gemm(f->blas, y, y_dt, ldy, x, ldx, w, Kd, f->dt, n, M, Kd, beta, f->st);
+}
+
+/* ---------------------------------------------------------------- RoPE */
+
+static int rope_set(cuda_fwd *f, long seq_len)
+{
+    const lg_model *m = f->m;
+    lg_rope_inv_freq(&m->rope, m->head_dim, m->max_pos, (int)seq_len, f->inv_freq_h,
+                     &f->attn_scale);
+    f->rope_len = seq_len;
+    LG_CUDA_TRY(cudaMemcpyAsync(f->inv_freq_d, f->inv_freq_h, sizeof(float) * (m->head_dim / 2),
+                                cudaMemcpyHostToDevice, f->st));
+    return 0;
+}
+
+/* Dynamic NTK remakes inv_freq as the sequence grows past max_pos (as the CPU forward does, once per
+ * call or step here). */
+static int rope_update(cuda_fwd *f, long seq_len)
+{
+    const lg_model *m = f->m;
+    if (m->rope.type != LG_ROPE_DYNAMIC)
+        return 0;
+    if (seq_len > f->rope_len)
+        return rope_set(f, seq_len);
+    if (seq_len < m->max_pos && f->rope_len > m->max_pos)
+        return rope_set(f, m->max_pos);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- one layer, two ways */
+
+/* The feed-forward half of a layer on rows of residual x (f32, dim apart). */
+static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
+{
+    const lg_model *m = f->m;
+    K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->mlp_norm, LG_KDT_F32, n, f->dim,
+                   m->rms_eps, f->st));
+    K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, L->wgu, n, 2 * f->ffn, f->dim, 0.0f));
+    K(lg_k_swiglu(f->mlp, f->dt, f->ffn, f->gu, 2 * f->ffn, at(f->gu, f->ffn, f->esz), 2 * f->ffn,
+                  f->dt, n, f->ffn, f->st));
+    K(mm(f, x, LG_KDT_F32, f->dim, f->mlp, f->ffn, L->wdown, n, f->dim, f->ffn, 1.0f));
+    return 0;
+}
+
+/* Normed rows of x -> q|k|v with RoPE applied, in f->qkv. pos: device positions or NULL (pos0 + t). */
+static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, const int *pos,
+                    int pos0)
+{
+    const lg_model *m = f->m;
+    K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->attn_norm, LG_KDT_F32, n,
+                   f->dim, m->rms_eps, f->st));
+    K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, L->wqkv, n, f->qkv_dim, f->dim, 0.0f));
+    K(lg_k_rope(f->qkv, f->qkv_dim, m->n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
+                m->n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d, f->attn_scale,
+                f->st));
+    return 0;
+}
+
+/* A step: n rows (ids and positions in the device parameters) through every layer into f->x_step.
+ * The parameters: ids[n], pos[n], n_live[L], slots[L][n]. With graph != 0 nothing may depend on
+ * host values that change between tokens: every position comes from the parameters. */
+static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
+{
+    const int *ids = f->par_d, *pos = f->par_d + n, *live = f->par_d + 2 * n;
+    const int *slots = f->par_d + 2 * n + f->n_layers;
+    K(lg_k_embed(f->x_step, LG_KDT_F32, f->dim, f->embed, f->dt, f->vocab, ids, n, f->dim, f->st));
+    for (int l = 0; l < f->n_layers; l++) {
+        const cuda_layer *L = &f->L[l];
+        K(qkv_rows(f, L, f->x_step, n, pos, 0));
+        void *k = at(f->qkv, f->qd, f->esz), *v = at(f->qkv, f->qd + f->kvd, f->esz);
+        K(lg_k_kv_write(L->k, L->v, f->kvd, L->slot_pos, k, f->qkv_dim, v, f->qkv_dim, f->dt,
+                        f->kvd, slots + (size_t)l * n, pos, 0, n, f->st));
+        if (L->attn.kind == LG_ATTN_FULL && n > 1 && !graph)
+            K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
+                                f->dt, n, pos0, pos0 + n, 0, &f->shape, NULL, f->st));
+        else
+            K(lg_k_attn_cache(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
+                              f->dt, L->slot_pos, L->n_slots, live + l, n, pos, 0, &f->shape,
+                              &L->mask, f->attn_ws, f->attn_ws_bytes, f->st));
+        K(mm(f, f->x_step, LG_KDT_F32, f->dim, f->att, f->qd, L->wo, n, f->dim, f->qd, 1.0f));
+        K(mlp_rows(f, L, f->x_step, n));
+    }
+    return 0;
+}
+
+/* Logits (float32) of n <= HEAD_ROWS rows of residual x into f->logits, copied to f->logits_h. */
+static int head_rows(cuda_fwd *f, const float *x, int n)
+{
+    const lg_model *m = f->m;
+    K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, f->final_norm, LG_KDT_F32, n,
+                   f->dim, m->rms_eps, f->st));
+    K(mm(f, f->logits, LG_KDT_F32, f->vocab, f->xb, f->dim, f->lm_head, n, f->vocab, f->dim, 0.0f));
+    LG_CUDA_TRY(cudaMemcpyAsync(f->logits_h, f->logits, sizeof(float) * (size_t)n * f->vocab,
+                                cudaMemcpyDeviceToHost, f->st));
+    return 0;
+}
+
+/* Fills the pinned parameters of a step of n rows at pos0 and queues their copy. */
+static int step_params(cuda_fwd *f, const int *tokens, int n, long pos0)
+{
+    int *p = f->par_h, L = f->n_layers;
+    for (int t = 0; t < n; t++) {
+        p[t] = tokens[t];
+        p[n + t] = (int)(pos0 + t);
+    }
+    for (int l = 0; l < L; l++) {
+        p[2 * n + l] = n_live(&f->L[l], pos0 + n);
+        for (int t = 0; t < n; t++)
+            p[2 * n + L + l * n + t] = (int)lg_kv_slot_of(&f->L[l].lay, pos0 + t);
+    }
+    LG_CUDA_TRY(cudaMemcpyAsync(f->par_d, f->par_h, sizeof(int) * (size_t)(2 * n + L + L * n),
+                                cudaMemcpyHostToDevice, f->st));
+    return 0;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+/* Receives logits rows [r0, r0 + n) of a call, float32 on the host. */
+typedef int (*rows_fn)(void *user, int r0, int n, const float *logits, lg_err *err);
+
+static int sync(cuda_fwd *f)
+{
+    LG_CUDA_TRY(cudaStreamSynchronize(f->st));
+    return 0;
+}
+
+/* Logits of rows [r0, r0 + n) of the call whose residual rows are x (row 0 = call row `base`). */
+static int emit_rows(cuda_fwd *f, const float *x, int base, int r0, int n, rows_fn fn, void *user,
+                     lg_err *err)
+{
+    for (int r = r0; r < r0 + n; r += HEAD_ROWS) {
+        int rn = r0 + n - r < HEAD_ROWS ? r0 + n - r : HEAD_ROWS;
+        if (head_rows(f, x + (size_t)(r - base) * f->dim, rn) != 0 || sync(f) != 0)
+            return lg_err_set(err, "cuda: %s", lg_k_last_error());
+        if (fn(user, r, rn, f->logits_h, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int grow(cuda_fwd *f, void **p, long *cap_rows, long rows, size_t row_bytes,
+                const char *what)
+{
+    if (rows <= *cap_rows)
+        return 0;
+    dfree(f, *p, (size_t)*cap_rows * row_bytes);
+    *p = NULL;
+    *cap_rows = 0;
+    if (dalloc(f, p, (size_t)rows * row_bytes, what) != 0)
+        return -1;
+    *cap_rows = rows;
+    return 0;
+}
+
+/* A fresh sequence of n rows, one layer at a time over every row (products on chunks of P rows),
+ * with attention over keys laid out by position: a full layer's own cache, or the scratch of a
+ * sparse layer, whose kept positions are then gathered into its slots. */
+static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
+{
+    if (grow(f, (void **)&f->x_big, &f->x_big_rows, n, sizeof(float) * f->dim,
+             "prefill residual") != 0 ||
+        grow(f, (void **)&f->ids_d, &f->ids_cap, n, sizeof(int), "prefill ids") != 0)
+        return -1;
+    if (n > f->scr_rows) {
+        size_t row = (size_t)f->kvd * f->esz;
+        dfree(f, f->scr_k, f->scr_rows * row);
+        dfree(f, f->scr_v, f->scr_rows * row);
+        dfree(f, f->scr_pos, f->scr_rows * sizeof(int));
+        f->scr_k = f->scr_v = f->scr_pos = NULL;
+        f->scr_rows = 0;
+        if (dalloc(f, &f->scr_k, n * row, "prefill keys") != 0 ||
+            dalloc(f, &f->scr_v, n * row, "prefill values") != 0 ||
+            dalloc(f, (void **)&f->scr_pos, n * sizeof(int), "prefill positions") != 0)
+            return -1;
+        f->scr_rows = n;
+    }
+    LG_CUDA_TRY(cudaMemcpyAsync(f->ids_d, tokens, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice,
+                                f->st));
+    K(lg_k_embed(f->x_big, LG_KDT_F32, f->dim, f->embed, f->dt, f->vocab, f->ids_d, n, f->dim,
+                 f->st));
+    for (int l = 0; l < f->n_layers; l++) {
+        const cuda_layer *L = &f->L[l];
+        int full = L->attn.kind == LG_ATTN_FULL;
+        void *tk = full ? L->k : f->scr_k, *tv = full ? L->v : f->scr_v;
+        int *tpos = full ? L->slot_pos : f->scr_pos;
+        for (int c0 = 0; c0 < n; c0 += f->P) {
+            int cn = n - c0 < f->P ? n - c0 : f->P;
+            float *x = f->x_big + (size_t)c0 * f->dim;
+            K(qkv_rows(f, L, x, cn, NULL, c0));
+            void *k = at(f->qkv, f->qd, f->esz), *v = at(f->qkv, f->qd + f->kvd, f->esz);
+            K(lg_k_kv_write(tk, tv, f->kvd, tpos, k, f->qkv_dim, v, f->qkv_dim, f->dt, f->kvd,
+                            f->iota + c0, NULL, c0, cn, f->st));
+            K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, tk, f->kvd, tv, f->kvd, f->dt,
+                                cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->st));
+            K(mm(f, x, LG_KDT_F32, f->dim, f->att, f->qd, L->wo, cn, f->dim, f->qd, 1.0f));
+            K(mlp_rows(f, L, x, cn));
+        }
+        if (!full)
+            K(lg_k_kv_fill_from_rows(L->k, L->v, f->kvd, L->slot_pos, L->n_slots, &L->lay,
+                                     f->scr_k, f->kvd, f->scr_v, f->kvd, f->kvd, n, f->st));
+    }
+    return 0;
+}
+
+static int decode_enqueue(cuda_fwd *f)
+{
+    LG_CUDA_TRY(cudaMemcpyAsync(f->par_d, f->par_h, sizeof(int) * (size_t)(2 + 2 * f->n_layers),
+                                cudaMemcpyHostToDevice, f->st));
+    K(step_layers(f, 1, 0, 1));
+    return head_rows(f, f->x_step, 1);
+}
+
+/* One token at pos0: the captured graph when it exists (the third decode captures it: the first
+ * ones run eagerly so that every kernel is loaded first), eager launches otherwise. Leaves the
+ * logits in f->logits_h. */
+static int decode_one(cuda_fwd *f, int token, long pos0)
+{
+    /* the parameters of a one-row step, filled on the host, copied by the graph's first node */
+    int *p = f->par_h, L = f->n_layers;
+    p[0] = token;
+    p[1] = (int)pos0;
+    for (int l = 0; l < L; l++) {
+        p[2 + l] = n_live(&f->L[l], pos0 + 1);
+        p[2 + L + l] = (int)lg_kv_slot_of(&f->L[l].lay, pos0);
+    }
+    if (f->graph_state == 0 && f->decodes >= 2) {
+        cudaGraph_t g = NULL;
+        int ok = cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+        int rc = ok ? decode_enqueue(f) : -1;
+        if (ok && cudaStreamEndCapture(f->st, &g) != cudaSuccess)
+            rc = -1;
+        if (rc == 0 && cudaGraphInstantiate(&f->graph, g, 0) == cudaSuccess) {
+            f->graph_state = 1;
+        } else {
+            cudaGetLastError(); /* fall back to eager launches for good */
+            f->graph_state = -1;
+        }
+        if (g)
+            cudaGraphDestroy(g);
+    }
+    f->decodes++;
+    if (f->graph_state == 1)
+        LG_CUDA_TRY(cudaGraphLaunch(f->graph, f->st));
+    else
+        K(decode_enqueue(f));
+    return sync(f);
+}
+
+static int check_call(cuda_fwd *f, const int *tokens, int n, long pos0, lg_err *err)
+{
+    if (n <= 0)
+        return lg_err_set(err, "forward: %d tokens; at least one is needed", n);
+    if (pos0 != 0 && pos0 != f->n_pos) {
+        if (f->n_pos < 0)
+            return lg_err_set(err, "forward: pos0 %ld after a failed call; start a new sequence "
+                                   "at 0", pos0);
+        return lg_err_set(err, "forward: pos0 %ld, but the cache holds positions 0..%ld (continue "
+                               "at %ld or start again at 0)", pos0, f->n_pos - 1, f->n_pos);
+    }
+    if (pos0 + n > f->max_seq)
+        return lg_err_set(err, "forward: positions up to %ld, but the CUDA engine was made for "
+                               "max_seq %d (lg_engine_opts.max_seq)", pos0 + n, f->max_seq);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= f->vocab)
+            return lg_err_set(err, "forward: token %d at index %d is outside the vocabulary "
+                                   "(0..%d)", tokens[t], t, f->vocab - 1);
+    return 0;
+}
+
+/* Forgets the sequence: every slot empty. */
+static int reset_caches(cuda_fwd *f)
+{
+    for (int l = 0; l < f->n_layers; l++)
+        LG_CUDA_TRY(cudaMemsetAsync(f->L[l].slot_pos, 0xff, sizeof(int) * (size_t)f->L[l].n_slots,
+                                    f->st));
+    f->n_pos = 0;
+    return 0;
+}
+
+/* Runs tokens[0..n) at pos0 .. and hands the logits of the rows `rows` asks for to fn. */
+static int run(cuda_fwd *f, const int *tokens, int n, long pos0, lg_logits_rows rows, rows_fn fn,
+               void *user, lg_err *err)
+{
+    if (check_call(f, tokens, n, pos0, err) != 0)
+        return -1;
+    int rc = 0;
+    if (pos0 == 0 && reset_caches(f) != 0)
+        goto cuda_fail;
+    if (pos0 == 0 && n > 1 && !f->all_full) {
+        if (rope_update(f, n) != 0 || prefill_layers(f, tokens, n) != 0)
+            goto cuda_fail;
+        f->n_pos = n;
+        if (rows == LG_LOGITS_ALL)
+            rc = emit_rows(f, f->x_big, 0, 0, n, fn, user, err);
+        else if (rows == LG_LOGITS_LAST)
+            rc = emit_rows(f, f->x_big, 0, n - 1, 1, fn, user, err);
+        else if (sync(f) != 0)
+            goto cuda_fail;
+        goto out;
+    }
+    for (int off = 0; off < n && rc == 0; off += f->S) {
+        int cn = n - off < f->S ? n - off : f->S;
+        long p0 = pos0 + off;
+        if (rope_update(f, p0 + cn) != 0)
+            goto cuda_fail;
+        if (cn == 1) {
+            if (decode_one(f, tokens[off], p0) != 0)
+                goto cuda_fail;
+            f->n_pos = p0 + 1;
+            if (rows == LG_LOGITS_ALL || (rows == LG_LOGITS_LAST && off + 1 == n))
+                rc = fn(user, off, 1, f->logits_h, err);
+            continue;
+        }
+        if (step_params(f, tokens + off, cn, p0) != 0 || step_layers(f, cn, (int)p0, 0) != 0)
+            goto cuda_fail;
+        f->n_pos = p0 + cn;
+        if (rows == LG_LOGITS_ALL)
+            rc = emit_rows(f, f->x_step, off, off, cn, fn, user, err);
+        else if (rows == LG_LOGITS_LAST && off + cn == n)
+            rc = emit_rows(f, f->x_step, off, off + cn - 1, 1, fn, user, err);
+        else if (sync(f) != 0) /* the pinned parameters are reused by the next step */
+            goto cuda_fail;
+    }
+out:
+    sample_mem(f);
+    if (rc != 0)
+        f->n_pos = -1;
+    return rc;
+cuda_fail:
+    f->n_pos = -1;
+    sample_mem(f);
+    return lg_err_set(err, "cuda: %s", lg_k_last_error());
+}
+
+/* ---------------------------------------------------------------- the engine's operations */
+
+typedef struct copy_rows {
+    float *out;
+    int vocab;
+    int last_only;
+} copy_rows;
+
+static int copy_rows_fn(void *user, int r0, int n, const float *logits, lg_err *err)
+{
+    (void)err;
+    copy_rows *c = user;
+    size_t row = (size_t)c->vocab;
+    memcpy(c->out + (c->last_only ? 0 : (size_t)r0 * row), logits, sizeof(float) * n * row);
+    return 0;
+}
+
+static int cuda_tokens(void *impl, const int *tokens, int n, long pos0, lg_logits_rows rows,
+                       float *logits, lg_err *err)
+{
+    cuda_fwd *f = impl;
+    if (rows != LG_LOGITS_NONE && !logits)
+        return lg_err_set(err, "forward: logits requested without a buffer");
+    copy_rows c = {logits, f->vocab, rows == LG_LOGITS_LAST};
+    return run(f, tokens, n, pos0, rows, copy_rows_fn, &c, err);
+}
+
+typedef struct nll_rows {
+    const int *tokens; /* the call's tokens: row r predicts tokens[r + 1] */
+    float *nll;
+    int vocab;
+} nll_rows;
+
+/* -log softmax(logits)[target], in double (as the CPU forward). */
+static int nll_rows_fn(void *user, int r0, int n, const float *logits, lg_err *err)
+{
+    (void)err;
+    nll_rows *c = user;
+    for (int i = 0; i < n; i++) {
+        const float *x = logits + (size_t)i * c->vocab;
+        float mx = x[0];
+        for (int j = 1; j < c->vocab; j++)
+            if (x[j] > mx)
+                mx = x[j];
+        double sum = 0;
+        for (int j = 0; j < c->vocab; j++)
+            sum += exp((double)x[j] - mx);
+        c->nll[r0 + i] = (float)(log(sum) + mx - x[c->tokens[r0 + i + 1]]);
+    }
+    return 0;
+}
+
+static int cuda_nll(void *impl, const int *tokens, int n, long pos0, float *nll, lg_err *err)
+{
+    cuda_fwd *f = impl;
+    if (n < 2)
+        return lg_err_set(err, "nll: %d tokens; at least 2 are needed", n);
+    if (tokens[n - 1] < 0 || tokens[n - 1] >= f->vocab)
+        return lg_err_set(err, "nll: token %d at index %d is outside the vocabulary (0..%d)",
+                          tokens[n - 1], n - 1, f->vocab - 1);
+    nll_rows c = {tokens, nll, f->vocab};
+    return run(f, tokens, n - 1, pos0, LG_LOGITS_ALL, nll_rows_fn, &c, err);
+}
+
+static int cuda_greedy(void *impl, const int *prompt, int n_prompt, int n_new, int *out,
+                       lg_err *err)
+{
+    cuda_fwd *f = impl;
+    if (n_new <= 0)
+        return 0;
+    float *logits = malloc(sizeof(float) * (size_t)f->vocab);
+    if (!logits)
+        return lg_err_set(err, "greedy: out of memory");
+    int rc = cuda_tokens(f, prompt, n_prompt, 0, LG_LOGITS_LAST, logits, err);
+    for (int j = 0; rc == 0 && j < n_new; j++) {
+        out[j] = lg_argmax(logits, f->vocab);
+        if (j + 1 < n_new)
+            rc = cuda_tokens(f, &out[j], 1, n_prompt + j, LG_LOGITS_LAST, logits, err);
+    }
+    free(logits);
+    return rc;
+}
+
+static void cuda_reset(void *impl)
+{
+    cuda_fwd *f = impl;
+    if (reset_caches(f) != 0 || sync(f) != 0)
+        f->n_pos = -1;
+}
+
+static long cuda_pos(const void *impl)
+{
+    return ((const cuda_fwd *)impl)->n_pos;
+}
+
+static void cuda_kv_bytes(const void *impl, size_t *live, size_t *alloc)
+{
+    const cuda_fwd *f = impl;
+    for (int k = 0; k < 3; k++) {
+        if (live)
+            live[k] = 0;
+        if (alloc)
+            alloc[k] = 0;
+    }
+    size_t row = (size_t)f->kvd * f->esz * 2; /* key and value */
+    long n = f->n_pos > 0 ? f->n_pos : 0;
+    for (int l = 0; l < f->n_layers; l++) {
+        const cuda_layer *L = &f->L[l];
+        if (live)
+            live[L->attn.kind] += (size_t)held_positions(L, n) * row;
+        if (alloc)
+            alloc[L->attn.kind] += (size_t)L->n_slots * row;
+    }
+}
+
+static void cuda_mem(const void *impl, lg_engine_mem *out)
+{
+    const cuda_fwd *f = impl;
+    memset(out, 0, sizeof *out);
+    out->weight_dtype = f->dt_name;
+    out->weight_bytes = f->wbytes;
+    out->device_peak = f->used_peak;
+    out->device_total = f->dev_total;
+    out->alloc_peak = f->dev_peak;
+    snprintf(out->device_name, sizeof out->device_name, "%s", f->dev_name);
+}
+
+static void cuda_destroy(void *impl)
+{
+    cuda_fwd *f = impl;
+    if (!f)
+        return;
+    if (f->st)
+        cudaStreamSynchronize(f->st);
+    if (f->graph_state == 1)
+        cudaGraphExecDestroy(f->graph);
+    if (f->L)
+        for (int l = 0; l < f->n_layers; l++) {
+            cudaFree(f->L[l].k);
+            cudaFree(f->L[l].v);
+            cudaFree(f->L[l].slot_pos);
+        }
+    void *dev[] = {f->wmem, f->inv_freq_d, f->x_step, f->xb, f->qkv, f->att, f->gu, f->mlp,
+                   f->logits, f->attn_ws, f->par_d, f->iota, f->x_big, f->scr_k, f->scr_v,
+                   f->scr_pos, f->ids_d};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        cudaFree(dev[i]);
+    if (f->logits_h)
+        cudaFreeHost(f->logits_h);
+    if (f->par_h)
+        cudaFreeHost(f->par_h);
+    lg_blas_destroy(f->blas);
+    if (f->st)
+        cudaStreamDestroy(f->st);
+    free(f->inv_freq_h);
+    free(f->L);
+    free(f);
+}
+
+static const lg_engine_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .reset = cuda_reset,
+    .pos = cuda_pos,
+    .tokens = cuda_tokens,
+    .nll = cuda_nll,
+    .greedy = cuda_greedy,
+    .kv_bytes = cuda_kv_bytes,
+    .mem = cuda_mem,
+};
+
+/* ---------------------------------------------------------------- construction */
+
+static int alloc_state(cuda_fwd *f)
+{
+    const lg_model *m = f->m;
+    int rows = f->P > f->S ? f->P : f->S, half = m->head_dim / 2;
+    size_t a = (size_t)f->esz;
+    if (dalloc(f, (void **)&f->inv_freq_d, sizeof(float) * half, "RoPE table") != 0 ||
+        dalloc(f, (void **)&f->x_step, sizeof(float) * f->S * f->dim, "step residual") != 0 ||
+        dalloc(f, &f->xb, a * rows * f->dim, "activations") != 0 ||
+        dalloc(f, &f->qkv, a * rows * f->qkv_dim, "activations") != 0 ||
+        dalloc(f, &f->att, a * rows * f->qd, "activations") != 0 ||
+        dalloc(f, &f->gu, a * rows * 2 * f->ffn, "activations") != 0 ||
+        dalloc(f, &f->mlp, a * rows * f->ffn, "activations") != 0 ||
+        dalloc(f, (void **)&f->logits, sizeof(float) * HEAD_ROWS * f->vocab, "logits") != 0 ||
+        dalloc(f, (void **)&f->iota, sizeof(int) * f->max_seq, "positions") != 0)
+        return -1;
+    f->par_cap = 2 * f->S + f->n_layers + f->n_layers * f->S;
+    if (dalloc(f, (void **)&f->par_d, sizeof(int) * f->par_cap, "step parameters") != 0)
+        return -1;
+    LG_CUDA_TRY(cudaMallocHost((void **)&f->par_h, sizeof(int) * f->par_cap));
+    LG_CUDA_TRY(cudaMallocHost((void **)&f->logits_h, sizeof(float) * HEAD_ROWS * f->vocab));
+    int *iota = malloc(sizeof(int) * f->max_seq);
+    if (!iota)
+        return lg_k_fail("out of host memory");
+    for (int i = 0; i < f->max_seq; i++)
+        iota[i] = i;
+    cudaError_t e = cudaMemcpy(f->iota, iota, sizeof(int) * f->max_seq, cudaMemcpyHostToDevice);
+    free(iota);
+    LG_CUDA_TRY(e);
+
+    /* the KV caches, and attention's workspace for the largest call on them */
+    size_t ws = 0;
+    for (int l = 0; l < f->n_layers; l++) {
+        cuda_layer *L = &f->L[l];
+        char what[64];
+        snprintf(what, sizeof what, "KV cache of layer %d (%s)", l, lg_attn_kind_name(L->attn.kind));
+        size_t bytes = (size_t)L->n_slots * f->kvd * a;
+        if (dalloc(f, &L->k, bytes, what) != 0 || dalloc(f, &L->v, bytes, what) != 0 ||
+            dalloc(f, (void **)&L->slot_pos, sizeof(int) * L->n_slots, what) != 0)
+            return -1;
+        LG_CUDA_TRY(cudaMemset(L->slot_pos, 0xff, sizeof(int) * L->n_slots));
+        /* full layers: attention over slots one token at a time; sparse: steps of up to S rows
+         * (the workspace depends on the row count, not monotonically: take the largest) */
+        int q_max = L->attn.kind == LG_ATTN_FULL ? 1 : f->S;
+        for (int q = 1; q <= q_max; q++) {
+            size_t w = lg_k_attn_cache_ws_bytes(q, &f->shape, L->n_slots);
+            if (w > ws)
+                ws = w;
+        }
+    }
+    f->attn_ws_bytes = ws;
+    return dalloc(f, &f->attn_ws, ws, "attention workspace");
+}
+
+int lg_engine_cuda_init(lg_engine *e, const lg_model *m, const lg_engine_opts *opts, lg_err *err)
+{
+    int dev_count = 0;
+    cudaError_t ce = cudaGetDeviceCount(&dev_count);
+    if (ce != cudaSuccess || dev_count == 0) {
+        cudaGetLastError();
+        return lg_err_set(err, "--device cuda: no usable GPU (%s)",
+                          ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+    }
+    const char *dt = opts && opts->dtype ? opts->dtype : "f16";
+    if (strcmp(dt, "f16") != 0 && strcmp(dt, "bf16") != 0)
+        return lg_err_set(err, "cuda engine: dtype '%s' (f16 or bf16)", dt);
+    if (m->quant.scheme.method != LG_QUANT_NONE)
+        return lg_err_set(err, "%s: a quantized checkpoint runs on the CPU only (the CUDA engine "
+                               "takes fp16/bf16 weights): use --device cpu", m->dir);
+    if (m->head_dim % 2 != 0 || m->head_dim < 8 || m->head_dim > 256)
+        return lg_err_set(err, "%s: head_dim %d: the CUDA attention takes even sizes 8..256", m->dir,
+                          m->head_dim);
+    cuda_fwd *f = calloc(1, sizeof *f);
+    if (!f)
+        return lg_err_set(err, "cuda engine: out of memory");
+    f->m = m;
+    f->dt = strcmp(dt, "bf16") == 0 ? LG_KDT_BF16 : LG_KDT_F16;
+    f->dt_name = f->dt == LG_KDT_BF16 ? "bf16" : "f16";
+    f->esz = 2;
+    f->dim = m->dim;
+    f->ffn = m->ffn_dim;
+    f->qd = m->n_heads * m->head_dim;
+    f->kvd = m->n_kv_heads * m->head_dim;
+    f->qkv_dim = f->qd + 2 * f->kvd;
+    f->n_layers = m->n_layers;
+    f->vocab = m->vocab_size;
+    f->max_seq = opts && opts->max_seq > 0 ? opts->max_seq : (m->max_pos > 0 ? m->max_pos : 2048);
+    f->P = opts && opts->max_chunk > 0 ? opts->max_chunk : DEFAULT_CHUNK;
+    if (f->P > f->max_seq)
+        f->P = f->max_seq;
+    f->all_full = 1;
+    for (int l = 0; l < m->n_layers; l++)
+        f->all_full &= m->layers[l].kind == LG_ATTN_FULL;
+    f->S = f->all_full ? f->P : (MAX_STEP < f->P ? MAX_STEP : f->P);
+    f->shape = (lg_kattn_shape){m->n_heads, m->n_kv_heads, m->head_dim,
+                                1.0f / sqrtf((float)m->head_dim)};
+    f->L = calloc((size_t)m->n_layers, sizeof *f->L);
+    f->inv_freq_h = malloc(sizeof(float) * (m->head_dim / 2));
+    if (!f->L || !f->inv_freq_h) {
+        cuda_destroy(f);
+        return lg_err_set(err, "cuda engine: out of memory");
+    }
+    for (int l = 0; l < m->n_layers; l++) {
+        f->L[l].attn = m->layers[l];
+        layer_layout(f, &f->L[l]);
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        snprintf(f->dev_name, sizeof f->dev_name, "%s", prop.name);
+    sample_mem(f);
+    if (cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking) != cudaSuccess ||
+        lg_blas_create(&f->blas) != 0) {
+        lg_err_set(err, "cuda engine: cannot create a stream or cuBLAS handle: %s",
+                   lg_k_last_error()[0] ? lg_k_last_error()
+                                        : cudaGetErrorString(cudaGetLastError()));
+        cuda_destroy(f);
+        return -1;
+    }
+    if (upload_weights(f, err) != 0) {
+        cuda_destroy(f);
+        return -1;
+    }
+    if (alloc_state(f) != 0 || rope_set(f, m->max_pos) != 0 || sync(f) != 0) {
+        lg_err_set(err, "%s: cuda engine (max_seq %d): %s", m->dir, f->max_seq, lg_k_last_error());
+        cuda_destroy(f);
+        return -1;
+    }
+    if (getenv("LG_CUDA_GRAPH") && strcmp(getenv("LG_CUDA_GRAPH"), "0") == 0)
+        f->graph_state = -1;
+    sample_mem(f);
+    e->ops = &cuda_ops;
+    e->impl = f;
+    return 0;
+}
