@@ -15,6 +15,7 @@
 #include "llama_tensors.h"
 #include "outdir.h"
 #include "progress.h"
+#include "quantize.h"
 #include "sha256.h"
 
 volatile sig_atomic_t lg_convert_interrupted;
@@ -35,6 +36,12 @@ typedef struct out_tensor {
     uint64_t nbytes;
     int shard;
     int mapped; /* src->data lies in a file mapping of the checkpoint */
+    /* the name and shape written: src's, or a part of its quantized form (quantize.h) */
+    char name[LG_TENSOR_NAME_MAX + 16];
+    int ndim;
+    int64_t shape[LG_ST_MAX_DIMS];
+    int quantized;      /* 1: this entry is part `part` of src quantized with o->quant.scheme */
+    lg_quant_part part;
 } out_tensor;
 
 typedef struct conversion {
@@ -44,6 +51,9 @@ typedef struct conversion {
     lg_plan plan;
     out_tensor *tensors;
     int n_tensors, n_shards;
+    int n_sources; /* source tensors written (a quantized one gives 2 or 3 entries) */
+    /* scales and mins of the tensor being quantized, written after its qweight */
+    void *q_scales, *q_mins;
     char tmp_dir[4096];
     lg_progress progress;
     uint64_t done;
@@ -135,6 +145,35 @@ static int in_file_mapping(const lg_checkpoint *ck, const lg_st_tensor *t)
     return 0;
 }
 
+/* Fills the entries src becomes (out[0] alone, or its 2-3 quantized parts); returns their count. */
+static int set_outputs(const conversion *cv, const lg_st_tensor *src, out_tensor *out)
+{
+    const lg_quant_scheme *qs = &cv->o->quant.scheme;
+    int quant = lg_quant_wants(&cv->o->quant, src->name, src->ndim);
+    int parts = quant ? lg_quant_n_parts(qs) : 1;
+    for (int p = 0; p < parts; p++) {
+        out_tensor *t = &out[p];
+        t->src = src;
+        t->mapped = in_file_mapping(cv->ck, src);
+        t->quantized = quant;
+        t->part = (lg_quant_part)p;
+        if (!quant) {
+            snprintf(t->name, sizeof t->name, "%s", src->name);
+            t->dtype = out_dtype(cv, src);
+            t->ndim = src->ndim;
+            memcpy(t->shape, src->shape, sizeof t->shape);
+            t->nbytes = src->nelem * lg_dtype_size(t->dtype);
+            continue;
+        }
+        lg_quant_part_name(src->name, t->part, t->name, sizeof t->name);
+        t->dtype = lg_quant_part_dtype(qs, t->part);
+        t->ndim = 2;
+        lg_quant_part_shape(qs, t->part, src->shape[0], src->shape[1], t->shape);
+        t->nbytes = (uint64_t)t->shape[0] * (uint64_t)t->shape[1] * lg_dtype_size(t->dtype);
+    }
+    return parts;
+}
+
 /* Canonical tensor order; consecutive tensors fill a shard up to shard_bytes (a tensor larger
  * than that gets a shard of its own). */
 static int layout_tensors(conversion *cv, lg_err *err)
@@ -143,27 +182,37 @@ static int layout_tensors(conversion *cv, lg_err *err)
     int n = lg_llama_tensor_specs(cv->cfg, &specs);
     if (n < 0)
         return lg_err_set(err, "out of memory");
-    cv->tensors = calloc((size_t)n, sizeof *cv->tensors);
+    cv->tensors = calloc((size_t)n * 3, sizeof *cv->tensors); /* up to 3 parts when quantized */
     if (!cv->tensors) {
         free(specs);
         return lg_err_set(err, "out of memory");
     }
     uint64_t in_shard = 0, limit = cv->o->shard_bytes ? cv->o->shard_bytes : LG_DEFAULT_SHARD_BYTES;
-    int shard = 0;
+    int shard = 0, k = 0;
     for (int i = 0; i < n; i++) {
-        out_tensor *t = &cv->tensors[i];
-        t->src = lg_ckpt_find(cv->ck, specs[i].name);
-        t->dtype = out_dtype(cv, t->src);
-        t->nbytes = t->src->nelem * lg_dtype_size(t->dtype);
-        t->mapped = in_file_mapping(cv->ck, t->src);
-        if (in_shard > 0 && in_shard + t->nbytes > limit) {
+        const lg_st_tensor *src = lg_ckpt_find(cv->ck, specs[i].name);
+        if (!src) {
+            lg_err_set(err, "%s: no tensor '%s' (a quantized checkpoint is not a source: convert "
+                            "its float original)", cv->ck->dir, specs[i].name);
+            free(specs);
+            return -1;
+        }
+        /* a tensor's parts stay together in one shard */
+        int parts = set_outputs(cv, src, &cv->tensors[k]);
+        uint64_t bytes = 0;
+        for (int p = 0; p < parts; p++)
+            bytes += cv->tensors[k + p].nbytes;
+        if (in_shard > 0 && in_shard + bytes > limit) {
             shard++;
             in_shard = 0;
         }
-        t->shard = shard;
-        in_shard += t->nbytes;
+        for (int p = 0; p < parts; p++)
+            cv->tensors[k + p].shard = shard;
+        in_shard += bytes;
+        k += parts;
     }
-    cv->n_tensors = n;
+    cv->n_tensors = k;
+    cv->n_sources = n;
     cv->n_shards = shard + 1;
     free(specs);
     return 0;
@@ -198,8 +247,60 @@ static void release_source(const void *p, size_t n)
         madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
+/* Writes part t->part of t->src quantized (convert/quantize.h). The qweight part converts blocks of
+ * rows to float32 and quantizes them inside buf (memory stays bounded by it) and keeps the tensor's
+ * scales and mins, which the parts that follow it write. */
+static int write_quantized(conversion *cv, lg_st_writer *w, const out_tensor *t, void *buf,
+                           lg_err *err)
+{
+    const lg_quant_scheme *qs = &cv->o->quant.scheme;
+    const lg_st_tensor *src = t->src;
+    if (t->part != LG_QPART_WEIGHT) {
+        const void *side = t->part == LG_QPART_SCALES ? cv->q_scales : cv->q_mins;
+        if (lg_st_writer_write(w, side, (size_t)t->nbytes, err) != 0)
+            return -1;
+        cv->done += t->nbytes;
+        lg_progress_update(&cv->progress, cv->done);
+        return 0;
+    }
+    int64_t rows = src->shape[0], cols = src->shape[1];
+    size_t ng = (size_t)lg_quant_n_groups(qs, cols), rb = lg_quant_row_bytes(qs, cols);
+    size_t ssz = lg_dtype_size(lg_quant_part_dtype(qs, LG_QPART_SCALES)), esz = lg_dtype_size(src->dtype);
+    free(cv->q_scales);
+    free(cv->q_mins);
+    cv->q_scales = malloc((size_t)rows * ng * ssz);
+    cv->q_mins = qs->has_mins ? malloc((size_t)rows * ng * 2) : NULL;
+    if (!cv->q_scales || (qs->has_mins && !cv->q_mins))
+        return lg_err_set(err, "tensor '%s': out of memory for its scales", src->name);
+    int64_t per = (int64_t)(CHUNK_BYTES / ((size_t)cols * sizeof(float) + rb));
+    if (per < 1)
+        return lg_err_set(err, "tensor '%s': rows of %lld columns are too long to quantize",
+                          src->name, (long long)cols);
+    float *f = buf;
+    uint8_t *codes = (uint8_t *)buf + (size_t)per * cols * sizeof(float);
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        if (check_interrupt(err))
+            return -1;
+        int64_t n = rows - r0 < per ? rows - r0 : per;
+        const char *chunk = (const char *)src->data + (size_t)r0 * cols * esz;
+        lg_convert_floats(f, LG_DT_F32, chunk, src->dtype, (size_t)(n * cols));
+        if (lg_quantize_rows(qs, f, n, cols, codes, (char *)cv->q_scales + (size_t)r0 * ng * ssz,
+                             cv->q_mins ? (char *)cv->q_mins + (size_t)r0 * ng * 2 : NULL,
+                             src->name, err) != 0 ||
+            lg_st_writer_write(w, codes, (size_t)n * rb, err) != 0)
+            return -1;
+        if (t->mapped)
+            release_source(chunk, (size_t)(n * cols) * esz);
+        cv->done += (uint64_t)n * rb;
+        lg_progress_update(&cv->progress, cv->done);
+    }
+    return 0;
+}
+
 static int copy_tensor(conversion *cv, lg_st_writer *w, const out_tensor *t, void *buf, lg_err *err)
 {
+    if (t->quantized)
+        return write_quantized(cv, w, t, buf, err);
     const char *src = t->src->data;
     size_t esz_in = lg_dtype_size(t->src->dtype), esz_out = lg_dtype_size(t->dtype);
     size_t per_chunk = CHUNK_BYTES / (esz_in > esz_out ? esz_in : esz_out);
@@ -234,7 +335,7 @@ static int write_shard(conversion *cv, int shard, void *buf, lg_err *err)
     for (int i = 0; i < cv->n_tensors && rc == 0; i++) {
         const out_tensor *t = &cv->tensors[i];
         if (t->shard == shard)
-            rc = lg_st_writer_add(w, t->src->name, t->dtype, t->src->ndim, t->src->shape, err);
+            rc = lg_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, err);
     }
     if (rc == 0)
         rc = lg_st_writer_begin(w, err);
@@ -257,7 +358,8 @@ static int write_index(conversion *cv, lg_err *err)
     uint64_t total = 0, params = 0;
     for (int i = 0; i < cv->n_tensors; i++) {
         total += cv->tensors[i].nbytes;
-        params += cv->tensors[i].src->nelem;
+        if (!cv->tensors[i].quantized || cv->tensors[i].part == LG_QPART_WEIGHT)
+            params += cv->tensors[i].src->nelem;
     }
     cJSON_AddNumberToObject(meta, "total_parameters", (double)params);
     cJSON_AddNumberToObject(meta, "total_size", (double)total);
@@ -265,7 +367,7 @@ static int write_index(conversion *cv, lg_err *err)
     for (int i = 0; i < cv->n_tensors; i++) {
         char name[64];
         shard_name(cv, cv->tensors[i].shard, name, sizeof name);
-        cJSON_AddStringToObject(map, cv->tensors[i].src->name, name);
+        cJSON_AddStringToObject(map, cv->tensors[i].name, name);
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", cv->tmp_dir, LG_CKPT_INDEX);
@@ -300,6 +402,8 @@ static cJSON *longgen_object(const conversion *cv)
     lg_plan_describe(cv->plan.layers, cv->plan.n_layers, desc, sizeof desc);
     cJSON_AddStringToObject(lg, "plan", desc);
     cJSON_AddNumberToObject(lg, "max_context", cv->plan.max_pos);
+    if (cv->o->quant.scheme.method != LG_QUANT_NONE)
+        cJSON_AddItemToObject(lg, "quantization", lg_quant_config_to_json(&cv->o->quant));
     cJSON *src = cJSON_AddObjectToObject(lg, "source");
     cJSON_AddNumberToObject(src, "max_position_embeddings", cv->cfg->max_pos);
     char rope[256];
@@ -402,6 +506,8 @@ static int convert_steps(conversion *cv, lg_convert_result *res, lg_err *err)
         return -1;
     if (o->has_dtype && !lg_dtype_is_float(o->dtype))
         return lg_err_set(err, "--dtype must be f16, bf16 or f32");
+    if (o->quant.scheme.method != LG_QUANT_NONE && lg_quant_scheme_check(&o->quant.scheme, err) != 0)
+        return -1;
     if (lg_plan_build(&o->plan, cv->cfg, &cv->plan, err) != 0)
         return -1;
     if (layout_tensors(cv, err) != 0 || lg_outdir_begin(o->out_dir, o->force, cv->tmp_dir, sizeof cv->tmp_dir, err) != 0 || start_hashing(cv, err) != 0)
@@ -429,7 +535,7 @@ static int convert_steps(conversion *cv, lg_convert_result *res, lg_err *err)
     cv->tmp_dir[0] = 0;
     res->n_tensors = cv->n_tensors;
     res->n_shards = cv->n_shards;
-    res->n_dropped = cv->ck->n_tensors - cv->n_tensors;
+    res->n_dropped = cv->ck->n_tensors - cv->n_sources;
     res->bytes_written = total;
     return 0;
 }
@@ -452,6 +558,8 @@ int lg_convert_run(const lg_convert_opts *o, lg_convert_result *res, lg_err *err
     res->seconds = lg_now() - t0;
     lg_plan_free(&cv.plan);
     free(cv.tensors);
+    free(cv.q_scales);
+    free(cv.q_mins);
     free(cv.hash_names);
     free(cv.hashes);
     lg_ckpt_close(cv.ck);

@@ -8,6 +8,7 @@
 
 #include "dtype.h"
 #include "plan.h"
+#include "quant_format.h"
 
 #define LG_DEFAULT_SHARD_BYTES (UINT64_C(5) << 30)
 
@@ -20,6 +21,9 @@ typedef struct lg_convert_opts {
     int force;          /* replace an existing OUT_DIR */
     uint64_t shard_bytes;
     int quiet;          /* no summary line */
+    /* --quant: weight-only quantization of the linear layers (method LG_QUANT_NONE: none);
+     * quant.excluded holds the --quant-exclude patterns, embeddings/lm_head ask for those too */
+    lg_quant_config quant;
 } lg_convert_opts;
 
 typedef struct lg_convert_result {

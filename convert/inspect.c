@@ -5,6 +5,7 @@
 
 #include "checkpoint.h"
 #include "plan.h"
+#include "quant_format.h"
 
 lg_kv_bytes lg_kv_cache_bytes(const lg_hf_config *c, long T, int elem_bytes)
 {
@@ -56,6 +57,8 @@ static void dtype_summary(const lg_checkpoint *ck, char *buf, size_t n)
 static int cache_elem_bytes(const lg_checkpoint *ck)
 {
     const lg_st_tensor *t = lg_ckpt_find(ck, "model.layers.0.self_attn.k_proj.weight");
+    if (!t) /* quantized: the norms keep the activations' dtype */
+        t = lg_ckpt_find(ck, "model.layers.0.input_layernorm.weight");
     return t && (t->dtype == LG_DT_F16 || t->dtype == LG_DT_BF16) ? 2 : 4;
 }
 
@@ -76,6 +79,15 @@ static void print_text(const lg_hf_config *c, const lg_checkpoint *ck, long T, F
             c->tie_embeddings ? "tied" : "untied");
     fprintf(out, "weights     %d file%s, %d tensors, %.2f M parameters, %s, %s\n", ck->n_files,
             ck->n_files == 1 ? "" : "s", ck->n_tensors, params / 1e6, size, dts);
+    lg_quant_config q;
+    int has_q = 0;
+    lg_err qerr;
+    if (lg_quant_config_from_json(c->json, c->path, &q, &has_q, &qerr) == 0 && has_q)
+        fprintf(out, "quantized   %s, group %d%s (%s), embeddings %s, lm_head %s, %d exclusion%s\n",
+                lg_quant_method_name(q.scheme.method), q.scheme.group,
+                q.scheme.group ? "" : " = per channel", q.scheme.has_mins ? "with mins" : "symmetric",
+                q.embeddings ? "too" : "float", q.lm_head ? "too" : "float", q.n_excluded,
+                q.n_excluded == 1 ? "" : "s");
     fprintf(out, "context     max_position_embeddings %d\n", c->max_pos);
     fprintf(out, "rope        %s\n", rope);
     fprintf(out, "plan        %s%s\n", plan, c->has_longgen ? "" : " (no longgen object: a plain checkpoint)");

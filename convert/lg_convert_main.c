@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress_report.h"
 #include "convert.h"
 #include "inspect.h"
 #include "synth.h"
@@ -16,6 +17,8 @@ static void usage(FILE *f)
 "usage: lg-convert SRC_DIR -o OUT_DIR [options]   convert a Llama checkpoint to LongGen\n"
 "       lg-convert inspect DIR [--context N] [--json]\n"
 "       lg-convert synth -o DIR [--shape 7b|13b|70b|tiny] [options]\n"
+"       lg-convert compress-report DIR [--level L] [--threads N]   lossless ratio per tensor kind,\n"
+"                               plain zstd vs byte planes + zstd at level L (default 3), GB/s\n"
 "\n"
 "Conversion options:\n"
 "  -o, --output DIR        output directory (written as DIR.tmp-XXXXXX, renamed when complete)\n"
@@ -36,6 +39,14 @@ static void usage(FILE *f)
 "  --allow-extra           drop unknown tensors instead of refusing the checkpoint\n"
 "  --force                 replace OUT_DIR if it exists (only once the new one is complete)\n"
 "  -q, --quiet             no summary line\n"
+"  --quant q8|q4|fp8       weight-only quantization of the linear layers (docs/FORMAT.md):\n"
+"                            q8 int8 per output channel, q4 int4 per group, fp8 e4m3 per channel\n"
+"  --group N               columns per scale (q4: 32, 64 (default), 128; q8/fp8: per channel\n"
+"                          unless given)\n"
+"  --zero-point min|none   q4: a per-group min (default) or symmetric codes\n"
+"  --quant-exclude PATTERN keep matching tensors in float (glob on the name, or a substring);\n"
+"                          repeatable\n"
+"  --quant-embeddings      quantize model.embed_tokens too;  --quant-head: lm_head too\n"
 "\n"
 "synth options: --shape NAME, --layers N, --hidden N, --intermediate N, --heads N, --kv-heads N,\n"
 "  --vocab N, --dtype f16|bf16|f32, --shards K, --seed S, --tie, --force\n");
@@ -115,6 +126,37 @@ static int cmd_inspect(int argc, char **argv)
     return 0;
 }
 
+static int cmd_compress_report(int argc, char **argv)
+{
+    static const struct option longs[] = {
+        {"level", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    long level = 3, threads = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        if ((c == 'l' && parse_long("--level", optarg, 1, 19, &level) == 0) ||
+            (c == 't' && parse_long("--threads", optarg, 1, 1024, &threads) == 0))
+            continue;
+        if (c == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        return 2;
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "lg-convert compress-report: give one checkpoint directory\n");
+        return 2;
+    }
+    lg_err err;
+    lg_compress_report r;
+    if (lg_compress_report_run(argv[optind], (int)level, (int)threads, &r, &err) != 0) {
+        fprintf(stderr, "lg-convert compress-report: %s\n", err.msg);
+        return 1;
+    }
+    lg_compress_report_print(&r, argv[optind], stdout);
+    return 0;
+}
+
 static int cmd_synth(int argc, char **argv)
 {
     enum { O_SHAPE = 256, O_LAYERS, O_HIDDEN, O_INTER, O_HEADS, O_KV, O_VOCAB, O_DTYPE, O_SHARDS,
@@ -180,16 +222,22 @@ static int cmd_synth(int argc, char **argv)
 
 static int cmd_convert(int argc, char **argv)
 {
-    enum { O_FULL = 256, O_SPARSE, O_PLAN, O_ROPE, O_MAXCTX, O_DTYPE, O_SHARD, O_EXTRA, O_FORCE };
+    enum { O_FULL = 256, O_SPARSE, O_PLAN, O_ROPE, O_MAXCTX, O_DTYPE, O_SHARD, O_EXTRA, O_FORCE,
+           O_QUANT, O_GROUP, O_QZERO, O_QEXCL, O_QEMB, O_QHEAD };
     static const struct option longs[] = {
         {"output", required_argument, 0, 'o'}, {"full-layers", required_argument, 0, O_FULL},
         {"sparse", required_argument, 0, O_SPARSE}, {"plan", required_argument, 0, O_PLAN},
         {"rope", required_argument, 0, O_ROPE}, {"max-context", required_argument, 0, O_MAXCTX},
         {"dtype", required_argument, 0, O_DTYPE}, {"shard-size", required_argument, 0, O_SHARD},
         {"allow-extra", no_argument, 0, O_EXTRA}, {"force", no_argument, 0, O_FORCE},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+        {"quant", required_argument, 0, O_QUANT}, {"group", required_argument, 0, O_GROUP},
+        {"zero-point", required_argument, 0, O_QZERO},
+        {"quant-exclude", required_argument, 0, O_QEXCL},
+        {"quant-embeddings", no_argument, 0, O_QEMB}, {"quant-head", no_argument, 0, O_QHEAD},
+        {0, 0, 0, 0}};
     lg_convert_opts o = {0};
-    int c;
+    int c, group = -1, zero_point = -1;
     long v;
     while ((c = getopt_long(argc, argv, "o:qh", longs, NULL)) != -1) {
         switch (c) {
@@ -224,9 +272,49 @@ static int cmd_convert(int argc, char **argv)
         case O_FORCE: o.force = 1; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
+        case O_QUANT:
+            if (lg_quant_method_from_name(optarg, &o.quant.scheme.method) != 0) {
+                fprintf(stderr, "lg-convert: --quant must be q8, q4 or fp8\n");
+                return 2;
+            }
+            break;
+        case O_GROUP:
+            if (parse_long("--group", optarg, 2, LG_QUANT_MAX_GROUP, &v))
+                return 2;
+            group = (int)v;
+            break;
+        case O_QZERO:
+            if (strcmp(optarg, "min") != 0 && strcmp(optarg, "none") != 0) {
+                fprintf(stderr, "lg-convert: --zero-point must be min or none\n");
+                return 2;
+            }
+            zero_point = strcmp(optarg, "min") == 0;
+            break;
+        case O_QEXCL:
+            if (o.quant.n_excluded == LG_QUANT_MAX_EXCLUDED ||
+                strlen(optarg) >= sizeof o.quant.excluded[0]) {
+                fprintf(stderr, "lg-convert: --quant-exclude: at most %d patterns of %zu bytes\n",
+                        LG_QUANT_MAX_EXCLUDED, sizeof o.quant.excluded[0] - 1);
+                return 2;
+            }
+            snprintf(o.quant.excluded[o.quant.n_excluded++], sizeof o.quant.excluded[0], "%s", optarg);
+            break;
+        case O_QEMB: o.quant.embeddings = 1; break;
+        case O_QHEAD: o.quant.lm_head = 1; break;
         default: usage(stderr); return 2;
         }
     }
+    if (o.quant.scheme.method == LG_QUANT_NONE &&
+        (group >= 0 || zero_point >= 0 || o.quant.n_excluded || o.quant.embeddings || o.quant.lm_head)) {
+        fprintf(stderr, "lg-convert: --group, --zero-point and --quant-* need --quant\n");
+        return 2;
+    }
+    if (zero_point >= 0 && o.quant.scheme.method != LG_QUANT_Q4) {
+        fprintf(stderr, "lg-convert: --zero-point is for --quant q4\n");
+        return 2;
+    }
+    o.quant.scheme.group = group >= 0 ? group : o.quant.scheme.method == LG_QUANT_Q4 ? 64 : 0;
+    o.quant.scheme.has_mins = o.quant.scheme.method == LG_QUANT_Q4 && zero_point != 0;
     if (optind != argc - 1 || !o.out_dir) {
         fprintf(stderr, "lg-convert: give one source directory and -o OUT_DIR (--help for more)\n");
         return 2;
@@ -254,6 +342,8 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "synth") == 0)
         return cmd_synth(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "compress-report") == 0)
+        return cmd_compress_report(argc - 1, argv + 1);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -69,11 +69,10 @@ static int build_entries(lg_checkpoint *c, lg_err *err)
     return 0;
 }
 
-static int open_index(lg_checkpoint *c, const char *index_path, lg_err *err)
+/* Opens the shards an index document lists and checks both agree; index_path names it in
+ * messages. Takes ownership of root. */
+static int open_index_doc(lg_checkpoint *c, cJSON *root, const char *index_path, lg_err *err)
 {
-    cJSON *root = lg_json_read_file(index_path, 64u << 20, err);
-    if (!root)
-        return -1;
     int rc = 0;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map) || !map->child)
@@ -134,6 +133,31 @@ static int open_index(lg_checkpoint *c, const char *index_path, lg_err *err)
     }
     cJSON_Delete(root);
     return rc;
+}
+
+static int open_index(lg_checkpoint *c, const char *index_path, lg_err *err)
+{
+    cJSON *root = lg_json_read_file(index_path, 64u << 20, err);
+    return root ? open_index_doc(c, root, index_path, err) : -1;
+}
+
+lg_checkpoint *lg_ckpt_open_index_text(const char *dir, const char *text, size_t len, lg_err *err)
+{
+    lg_checkpoint *c = calloc(1, sizeof *c);
+    if (!c) {
+        lg_err_set(err, "%s: out of memory", dir);
+        return NULL;
+    }
+    c->dir = strdup(dir);
+    char *index = join(dir, LG_CKPT_INDEX);
+    cJSON *root = lg_json_parse(text, len, index, err);
+    int rc = root ? open_index_doc(c, root, index, err) : -1;
+    free(index);
+    if (rc != 0) {
+        lg_ckpt_close(c);
+        return NULL;
+    }
+    return c;
 }
 
 lg_checkpoint *lg_ckpt_open(const char *dir, lg_err *err)

@@ -24,6 +24,9 @@ typedef struct lg_checkpoint {
 } lg_checkpoint;
 
 lg_checkpoint *lg_ckpt_open(const char *dir, lg_err *err);
+/* The same with the index given in memory (text, len bytes) instead of dir's index file; the
+ * shards it lists are opened from dir. For the fuzz harness and tests. */
+lg_checkpoint *lg_ckpt_open_index_text(const char *dir, const char *text, size_t len, lg_err *err);
 void lg_ckpt_close(lg_checkpoint *c);
 const lg_st_tensor *lg_ckpt_find(const lg_checkpoint *c, const char *name);
 /* Total bytes of tensor data. */

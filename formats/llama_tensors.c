@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant_format.h"
+
 static void spec(lg_tensor_spec *s, const char *name, int64_t d0, int64_t d1)
 {
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -123,6 +125,24 @@ static int check_inv_freq(const lg_hf_config *c, const lg_st_tensor *t, int laye
     return rc;
 }
 
+/* 1 when name is a quantized part of a matrix in specs. */
+static int is_quant_part(const char *name, const lg_tensor_spec *specs, int n)
+{
+    static const char *const suffixes[] = {".qweight", ".scales", ".mins"};
+    size_t len = strlen(name);
+    for (int i = 0; i < 3; i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (len <= sl || strcmp(name + len - sl, suffixes[i]) != 0)
+            continue;
+        char weight[LG_TENSOR_NAME_MAX + 16];
+        snprintf(weight, sizeof weight, "%.*s.weight", (int)(len - sl), name);
+        for (int k = 0; k < n; k++)
+            if (specs[k].ndim == 2 && strcmp(specs[k].name, weight) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 int lg_llama_check(const lg_hf_config *c, const lg_checkpoint *ck, int allow_extra, int *n_extra,
                    lg_err *err)
 {
@@ -130,9 +150,20 @@ int lg_llama_check(const lg_hf_config *c, const lg_checkpoint *ck, int allow_ext
     int n = lg_llama_tensor_specs(c, &specs);
     if (n < 0)
         return lg_err_set(err, "%s: out of memory", ck->dir);
-    int rc = 0;
+    lg_quant_config qc;
+    int has_q = 0;
+    int rc = c->json ? lg_quant_config_from_json(c->json, c->path, &qc, &has_q, err) : 0;
     for (int i = 0; i < n && rc == 0; i++) {
         const lg_st_tensor *t = lg_ckpt_find(ck, specs[i].name);
+        int is_quant = 0;
+        if (specs[i].ndim == 2) {
+            lg_quant_tensor qt;
+            is_quant = lg_quant_tensor_find(ck, specs[i].name, has_q ? &qc.scheme : NULL,
+                                            specs[i].shape[0], specs[i].shape[1], &qt, err);
+            rc = is_quant < 0 ? -1 : 0;
+        }
+        if (rc != 0 || is_quant)
+            continue;
         if (!t)
             rc = lg_err_set(err, "%s: missing tensor '%s'", ck->dir, specs[i].name);
         else
@@ -149,6 +180,7 @@ int lg_llama_check(const lg_hf_config *c, const lg_checkpoint *ck, int allow_ext
         }
         for (int k = 0; k < n && !known; k++)
             known = strcmp(specs[k].name, t->name) == 0;
+        known = known || is_quant_part(t->name, specs, n);
         if (known)
             continue;
         if (c->tie_embeddings && strcmp(t->name, "lm_head.weight") == 0)

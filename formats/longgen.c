@@ -120,11 +120,9 @@ int lg_layer_attn_from_json(const cJSON *j, lg_layer_attn *out, const char *what
     return lg_layer_attn_check(out, what, err);
 }
 
-int lg_plan_file_read(const char *path, int n_layers, lg_layer_attn *layers, lg_err *err)
+/* Fills layers from a parsed plan document; path names it in messages. Frees doc. */
+static int plan_from_doc(cJSON *doc, const char *path, int n_layers, lg_layer_attn *layers, lg_err *err)
 {
-    cJSON *doc = lg_json_read_file(path, 1u << 20, err);
-    if (!doc)
-        return -1;
     int rc = 0;
     lg_layer_attn sparse;
     const cJSON *full = cJSON_GetObjectItemCaseSensitive(doc, "full_layers");
@@ -154,4 +152,17 @@ int lg_plan_file_read(const char *path, int n_layers, lg_layer_attn *layers, lg_
     }
     cJSON_Delete(doc);
     return rc;
+}
+
+int lg_plan_file_read(const char *path, int n_layers, lg_layer_attn *layers, lg_err *err)
+{
+    cJSON *doc = lg_json_read_file(path, 1u << 20, err);
+    return doc ? plan_from_doc(doc, path, n_layers, layers, err) : -1;
+}
+
+int lg_plan_parse(const char *text, size_t len, const char *label, int n_layers, lg_layer_attn *layers,
+                  lg_err *err)
+{
+    cJSON *doc = lg_json_parse(text, len, label, err);
+    return doc ? plan_from_doc(doc, label, n_layers, layers, err) : -1;
 }

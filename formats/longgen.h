@@ -60,5 +60,8 @@ int lg_layer_attn_from_json(const cJSON *j, lg_layer_attn *out, const char *what
 /* Parses `longgen_plan.json` as the fixtures ship it: {"full_layers":[2,3],"sparse":{"kind":...}}
  * into a per-layer array of n_layers entries. */
 int lg_plan_file_read(const char *path, int n_layers, lg_layer_attn *layers, lg_err *err);
+/* The same for a plan held in memory (text, len bytes); `label` names it in messages. */
+int lg_plan_parse(const char *text, size_t len, const char *label, int n_layers, lg_layer_attn *layers,
+                  lg_err *err);
 
 #endif

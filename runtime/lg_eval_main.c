@@ -5,8 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
 #include "forward_cpu.h"
+#include "long_eval_cli.h"
+#include "quant_report.h"
 #include "model.h"
+#include "package.h"
 #include "perplexity.h"
 #include "tokenizer.h"
 #include "verify.h"
@@ -14,18 +18,24 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: lg-eval verify MODEL --reference FILE [--max-rel-err E] [--json] [--device cpu]\n"
-"       lg-eval ppl MODEL --text FILE [--text FILE...] [--ctx N] [--json] [--device cpu]\n"
+"usage: lg-eval verify MODEL --reference FILE [--max-rel-err E] [--json] [--device cpu|cuda]\n"
+"       lg-eval ppl MODEL --text FILE [--text FILE...] [--ctx N] [--json] [--device cpu|cuda]\n"
 "       lg-eval tokenize MODEL --text STRING | --decode IDS\n"
 "\n"
 "verify   runs the reference's input_ids and compares logits (relative error ||out-ref||/||ref||,\n"
 "         max abs error, argmax agreement), perplexity from its nll, and the greedy continuation;\n"
-"         exit 0 only when rel_err <= E (default 1e-4), argmax agreement is 100%% and greedy ids match\n"
+"         exit 0 only when rel_err <= E (default 1e-4 on cpu, 2e-3 on cuda: fp16 activations),\n"
+"         argmax agreement is 100%% and greedy ids match\n"
 "ppl      tokenizes each file with BOS, concatenates, and scores windows of ctx+1 tokens every ctx\n"
 "         tokens (default ctx: the model's max_position_embeddings, at most 4096)\n"
 "tokenize prints the ids (BOS first) of STRING as a JSON array, or decodes a list like '[1,15043]'\n"
-"MODEL is a checkpoint directory (a LongGen checkpoint, or a plain HF one: every layer full).\n"
-"--plan FILE applies a longgen_plan.json to the model instead of its config's plan.\n");
+"MODEL is a checkpoint directory (a LongGen checkpoint, or a plain HF one: every layer full),\n"
+"      or a .lgpkg package (unpacked and verified once into $XDG_CACHE_HOME/longgen or ~/.cache/longgen).\n"
+"--plan FILE applies a longgen_plan.json to the model instead of its config's plan.\n"
+"--device cuda runs the GPU forward pass (fp16 weights and activations), when built with CUDA.\n");
+    fprintf(f, "\nlong-context evaluations (lg-eval needle|passkey --help, lg-eval ppl --by-position --help):\n%s",
+            lg_long_eval_usage);
+    fprintf(f, "\nquantization (lg-eval quant-report --help):\n%s", lg_quant_report_usage);
 }
 
 typedef struct common_opts {
@@ -35,11 +45,7 @@ typedef struct common_opts {
 
 static lg_model *open_model(const common_opts *c, lg_err *err)
 {
-    if (c->device && strcmp(c->device, "cpu") != 0) {
-        lg_err_set(err, "--device %s: this build runs on the CPU only (--device cpu)", c->device);
-        return NULL;
-    }
-    lg_model *m = lg_model_load(c->model, err);
+    lg_model *m = lg_engine_load_model(c->model, c->device, err);
     if (m && c->plan && lg_model_load_plan(m, c->plan, err) != 0) {
         lg_model_free(m);
         return NULL;
@@ -51,11 +57,13 @@ static int cmd_verify(const common_opts *c, const char *ref, double max_rel)
 {
     lg_err err;
     lg_model *m = open_model(c, &err);
-    lg_forward_state *s = m ? lg_forward_state_new(m, NULL, &err) : NULL;
+    lg_engine *s = m ? lg_engine_new(m, c->device, NULL, &err) : NULL;
     lg_verify_result r;
+    if (max_rel < 0) /* fp16 rounding of weights and activations: ~1e-3 against float32 */
+        max_rel = c->device && strcmp(c->device, "cuda") == 0 ? 2e-3 : 1e-4;
     if (!s || lg_verify_run(s, m->vocab_size, ref, &r, &err) != 0) {
         fprintf(stderr, "lg-eval verify: %s\n", err.msg);
-        lg_forward_state_free(s);
+        lg_engine_free(s);
         lg_model_free(m);
         return 1;
     }
@@ -78,7 +86,7 @@ static int cmd_verify(const common_opts *c, const char *ref, double max_rel)
             printf("            first difference at generated token %d\n", r.greedy_first_diff);
         printf("%s\n", ok ? "PASS" : "FAIL");
     }
-    lg_forward_state_free(s);
+    lg_engine_free(s);
     lg_model_free(m);
     return ok ? 0 : 1;
 }
@@ -157,8 +165,8 @@ static int cmd_ppl(const common_opts *c, const char **files, int n_files, long c
     }
     if (ctx == 0)
         ctx = m->max_pos < 4096 ? m->max_pos : 4096;
-    lg_forward_opts fo = {.max_seq = (int)ctx + 1};
-    lg_forward_state *s = lg_forward_state_new(m, &fo, &err);
+    lg_engine_opts eo = {.max_seq = (int)ctx + 1};
+    lg_engine *s = lg_engine_new(m, c->device, &eo, &err);
     lg_ppl_result r;
     int rc = s ? lg_ppl_run(s, ids, n, (int)ctx, 1, &r, &err) : -1;
     if (rc != 0) {
@@ -172,7 +180,7 @@ static int cmd_ppl(const common_opts *c, const char **files, int n_files, long c
         printf("ppl         %.4f\n", r.ppl);
         printf("speed       %.1f tokens/s (%.1f s)\n", r.tokens_per_s, r.seconds);
     }
-    lg_forward_state_free(s);
+    lg_engine_free(s);
     free(ids);
     lg_tokenizer_free(t);
     lg_model_free(m);
@@ -245,6 +253,10 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    if (lg_long_eval_handles(argc, argv)) /* needle, passkey, ppl --by-position: long_eval_cli.c */
+        return lg_long_eval_main(argc, argv);
+    if (strcmp(cmd, "quant-report") == 0) /* two models: quant_report.c */
+        return lg_quant_report_main(argc - 1, argv + 1);
     enum { O_REF = 256, O_MAXREL, O_JSON, O_DEVICE, O_TEXT, O_CTX, O_DECODE, O_PLAN };
     static const struct option longs[] = {
         {"reference", required_argument, 0, O_REF}, {"max-rel-err", required_argument, 0, O_MAXREL},
@@ -256,7 +268,7 @@ int main(int argc, char **argv)
     const char *ref = NULL, *decode = NULL;
     const char **texts = calloc((size_t)argc, sizeof *texts);
     int n_texts = 0, opt;
-    double max_rel = 1e-4;
+    double max_rel = -1; /* the device's default */
     long ctx = 0;
     char *end;
     optind = 2;
@@ -291,6 +303,16 @@ int main(int argc, char **argv)
         return 2;
     }
     c.model = argv[optind];
+    char pkg_dir[4096];
+    if (lg_package_is_path(c.model)) {
+        lg_err perr;
+        if (lg_package_open_cached(c.model, pkg_dir, sizeof pkg_dir, &perr) != 0) {
+            fprintf(stderr, "lg-eval: %s\n", perr.msg);
+            free(texts);
+            return 1;
+        }
+        c.model = pkg_dir;
+    }
     int rc;
     if (strcmp(cmd, "verify") == 0 && ref)
         rc = cmd_verify(&c, ref, max_rel);

@@ -5,8 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward_cpu.h"
+#include "engine.h"
 #include "model.h"
+#include "package.h"
 #include "progress.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -14,13 +15,16 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: lg-run MODEL -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S] [--device cpu]\n"
+"usage: lg-run MODEL -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S] [--device cpu|cuda]\n"
 "  -p, --prompt TEXT   prompt (BOS is added)\n"
 "  -n, --tokens N      tokens to generate (default 128; stops early at EOS)\n"
 "  --temp T            temperature (default 0: greedy)\n"
 "  --top-p P           nucleus sampling threshold (default 0.9, with --temp > 0)\n"
 "  --seed S            random seed for sampling (default 42)\n"
 "  --plan FILE         apply a longgen_plan.json instead of the config's plan\n"
+"  --device D          cpu (float32, default) or cuda (fp16 on the GPU, when built with CUDA)\n"
+"MODEL is a checkpoint directory, or a .lgpkg package (unpacked and verified once into\n"
+"$XDG_CACHE_HOME/longgen or ~/.cache/longgen).\n"
 "Prints the prompt and the generation as they come, then prompt and generation tokens/s on stderr.\n");
 }
 
@@ -84,16 +88,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "lg-run: give one MODEL directory and -p PROMPT (--help for usage)\n");
         return 2;
     }
-    if (strcmp(device, "cpu") != 0) {
-        fprintf(stderr, "lg-run: --device %s: this build runs on the CPU only (--device cpu)\n", device);
+    lg_err err;
+    if (lg_engine_check_device(device, &err) != 0) {
+        fprintf(stderr, "lg-run: %s\n", err.msg);
         return 2;
     }
     const char *dir = argv[optind];
-    lg_err err;
-    lg_model *m = lg_model_load(dir, &err);
+    char pkg_dir[4096];
+    if (lg_package_is_path(dir)) {
+        if (lg_package_open_cached(dir, pkg_dir, sizeof pkg_dir, &err) != 0) {
+            fprintf(stderr, "lg-run: %s\n", err.msg);
+            return 1;
+        }
+        dir = pkg_dir;
+    }
+    lg_model *m = lg_engine_load_model(dir, device, &err);
     lg_tokenizer *t = m ? lg_tokenizer_load(dir, &err) : NULL;
     int *ids = NULL, n_prompt = 0, rc = 0;
-    lg_forward_state *s = NULL;
+    lg_engine *s = NULL;
     float *logits = NULL;
     lg_sampler sampler = {0};
     if (!t || (plan && lg_model_load_plan(m, plan, &err) != 0) ||
@@ -102,8 +114,8 @@ int main(int argc, char **argv)
         goto done;
     }
     int total = n_prompt + (int)n_new;
-    lg_forward_opts fo = {.max_seq = total};
-    s = lg_forward_state_new(m, &fo, &err);
+    lg_engine_opts eo = {.max_seq = total};
+    s = lg_engine_new(m, device, &eo, &err);
     ids = realloc(ids, sizeof(int) * (size_t)total);
     logits = malloc(sizeof(float) * (size_t)m->vocab_size);
     if (!s || !ids || !logits || lg_sampler_init(&sampler, m->vocab_size, (float)temp, (float)top_p,
@@ -115,7 +127,7 @@ int main(int argc, char **argv)
     }
     size_t shown = 0;
     double t0 = lg_now();
-    rc = lg_forward_tokens(s, ids, n_prompt, 0, LG_LOGITS_LAST, logits, &err);
+    rc = lg_engine_tokens(s, ids, n_prompt, 0, LG_LOGITS_LAST, logits, &err);
     double t_prompt = lg_now() - t0;
     if (rc == 0)
         rc = stream_text(t, ids, n_prompt, &shown, &err);
@@ -128,16 +140,28 @@ int main(int argc, char **argv)
             break;
         rc = stream_text(t, ids, n, &shown, &err);
         if (rc == 0 && n < total)
-            rc = lg_forward_tokens(s, &next, 1, n - 1, LG_LOGITS_LAST, logits, &err);
+            rc = lg_engine_tokens(s, &next, 1, n - 1, LG_LOGITS_LAST, logits, &err);
     }
     double t_gen = lg_now() - t1;
     if (rc == 0) {
         printf("\n");
         fflush(stdout);
-        fprintf(stderr, "weights: %.1f MB float32\n", lg_model_weight_bytes(m) / 1e6);
+        lg_engine_mem mem;
+        lg_engine_mem_info(s, &mem);
+        fprintf(stderr, "weights: %.1f MB %s on %s\n", mem.weight_bytes / 1e6, mem.weight_dtype,
+                mem.device_name);
         fprintf(stderr, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s\n",
                 n_prompt, t_prompt > 0 ? n_prompt / t_prompt : 0.0, n - n_prompt,
                 t_gen > 0 ? (n - n_prompt) / t_gen : 0.0);
+        size_t live[3], alloc[3];
+        lg_engine_kv_bytes(s, live, alloc);
+        fprintf(stderr, "kv cache: full %.3f MB, sink_window %.3f MB, block_strided %.3f MB held "
+                "(%.3f MB allocated)", live[0] / 1e6, live[1] / 1e6, live[2] / 1e6,
+                (alloc[0] + alloc[1] + alloc[2]) / 1e6);
+        if (mem.device_total)
+            fprintf(stderr, "; device memory peak %.2f GiB of %.2f", mem.device_peak / 1073741824.0,
+                    mem.device_total / 1073741824.0);
+        fprintf(stderr, "\n");
     }
 done:
     if (rc != 0)
@@ -145,7 +169,7 @@ done:
     lg_sampler_free(&sampler);
     free(logits);
     free(ids);
-    lg_forward_state_free(s);
+    lg_engine_free(s);
     lg_tokenizer_free(t);
     lg_model_free(m);
     return rc ? 1 : 0;

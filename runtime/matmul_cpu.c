@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "matmul_quant_cpu.h"
+
 /* One rounding per multiply and per add, as the comments on summation order assume: clang would
  * otherwise fuse a * b + c into an FMA where the instruction set has one (GCC does not in ISO C). */
 #if defined(__clang__)
@@ -35,12 +37,16 @@ void lg_pmat_free(lg_pmat *w)
 {
     if (!w)
         return;
+    lg_qmat_free(w->q);
+    free(w->q);
     free(w->data);
     memset(w, 0, sizeof *w);
 }
 
 size_t lg_pmat_bytes(const lg_pmat *w)
 {
+    if (w->q)
+        return lg_qmat_bytes(w->q);
     return (size_t)w->n_panels * (size_t)w->cols * LG_PMAT_PANEL * sizeof(float);
 }
 
@@ -53,6 +59,10 @@ void lg_pmat_set_row(lg_pmat *w, int r, const float *row)
 
 void lg_pmat_get_row(const lg_pmat *w, int r, float *row)
 {
+    if (w->q) {
+        lg_qmat_get_row(w->q, r, row);
+        return;
+    }
     const float *p =
         w->data + (size_t)(r / LG_PMAT_PANEL) * w->cols * LG_PMAT_PANEL + r % LG_PMAT_PANEL;
     for (int c = 0; c < w->cols; c++)
@@ -232,6 +242,10 @@ void lg_matmul(lg_pool *pool, float *y, int ldy, const float *x, int ldx, int n,
 {
     if (n <= 0)
         return;
+    if (w->q) {
+        lg_qmat_matmul(pool, y, ldy, x, ldx, n, w->q);
+        return;
+    }
     const matmul_isa *isa = current_isa();
     /* a block of x of about 128 KiB, a whole number of tiles */
     int block_rows = (32768 / w->cols) / isa->rows_per_tile * isa->rows_per_tile;

@@ -16,10 +16,15 @@
 
 #define LG_PMAT_PANEL 16
 
+struct lg_qmat;
+
 typedef struct lg_pmat {
     int rows, cols; /* W is [rows, cols] */
     int n_panels;   /* ceil(rows / 16); the rows past `rows` in the last panel are zero */
     float *data;    /* W[r][c] at data[(r / 16) * cols * 16 + c * 16 + r % 16], 64-byte aligned */
+    /* When set, W is held quantized there instead (matmul_quant_cpu.h) and data is NULL: lg_matmul,
+     * lg_pmat_get_row, lg_pmat_bytes and lg_pmat_free act on it (set_row does not apply). Owned. */
+    struct lg_qmat *q;
 } lg_pmat;
 
 /* Allocates a zeroed [rows, cols] matrix; lg_pmat_free releases it. */

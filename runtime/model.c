@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "dtype.h"
+#include "matmul_quant_cpu.h"
 
 /* ---------------------------------------------------------------- tensor checks */
 
@@ -72,10 +73,92 @@ static float *load_vector(const lg_checkpoint *ck, const char *name, int n, cons
     return out;
 }
 
-/* Writes a [rows, cols] tensor into rows row0 .. row0 + rows - 1 of p. */
-static int pack_rows(lg_pmat *p, int row0, const lg_checkpoint *ck, const char *name, int rows,
-                     const char *rows_what, const char *cols_what, lg_err *err)
+/* ---------------------------------------------------------------- quantized matrices */
+
+/* The quantized form of `name` ([rows, cols]) when the checkpoint holds it: 1 found, 0 not, -1 bad. */
+static int find_quant(const lg_model *m, const lg_checkpoint *ck, const char *name, int64_t rows,
+                      int64_t cols, lg_quant_tensor *qt, lg_err *err)
 {
+    if (m->quant.scheme.method == LG_QUANT_NONE && !lg_ckpt_find(ck, name))
+        return lg_quant_tensor_find(ck, name, NULL, rows, cols, qt, err); /* says what is wrong */
+    if (m->quant.scheme.method == LG_QUANT_NONE)
+        return 0;
+    int found = lg_quant_tensor_find(ck, name, &m->quant.scheme, rows, cols, qt, err);
+    if (found == 1 && qt->scheme.method == LG_QUANT_FP8) {
+        /* e4m3fn's NaN codes: the converter never writes them (it saturates) */
+        const uint8_t *q = qt->qweight;
+        for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++)
+            if ((q[i] & 0x7f) == 0x7f)
+                return lg_err_set(err, "tensor '%s': fp8 code %zu is NaN", name, i);
+    }
+    return found;
+}
+
+/* Moves p's rows [0, row0) from its quantized form to float32 (a stacked matrix whose later part is
+ * float: --quant-exclude may keep k_proj float beside a quantized q_proj). */
+static int unquantize(lg_pmat *p, int row0, lg_err *err)
+{
+    lg_pmat f;
+    if (lg_pmat_init(&f, p->rows, p->cols, err) != 0)
+        return -1;
+    float *buf = malloc((size_t)p->cols * sizeof(float));
+    if (!buf) {
+        lg_pmat_free(&f);
+        return lg_err_set(err, "out of memory");
+    }
+    for (int r = 0; r < row0; r++) {
+        lg_qmat_get_row(p->q, r, buf);
+        lg_pmat_set_row(&f, r, buf);
+    }
+    free(buf);
+    lg_pmat_free(p);
+    *p = f;
+    return 0;
+}
+
+/* Writes quantized tensor qt into rows row0 .. of p: kept quantized when p holds nothing else yet
+ * (row0 0) or is quantized already, else (or when the model is loaded with dequantize) decoded. */
+static int pack_quant_rows(const lg_model *m, lg_pmat *p, int row0, const lg_quant_tensor *qt,
+                           const char *name, int dequantize, lg_err *err)
+{
+    if (!dequantize && (row0 == 0 || p->q)) {
+        if (!p->q) {
+            lg_qmat *q = calloc(1, sizeof *q);
+            if (!q || lg_qmat_init(q, &m->quant.scheme, p->rows, p->cols, err) != 0) {
+                free(q);
+                return q ? -1 : lg_err_set(err, "tensor '%s': out of memory", name);
+            }
+            free(p->data);
+            p->data = NULL;
+            p->q = q;
+        }
+        lg_qmat_set_rows(p->q, row0, qt, (int)qt->rows);
+        return 0;
+    }
+    float *buf = malloc((size_t)p->cols * sizeof(float));
+    if (!buf)
+        return lg_err_set(err, "tensor '%s': out of memory", name);
+    for (int r = 0; r < (int)qt->rows; r++) {
+        lg_quant_dequant_rows(qt, r, 1, buf);
+        lg_pmat_set_row(p, row0 + r, buf);
+    }
+    free(buf);
+    return 0;
+}
+
+/* Writes a [rows, cols] tensor into rows row0 .. row0 + rows - 1 of p (quantized ones as above). */
+static int pack_rows(const lg_model *m, lg_pmat *p, int row0, const lg_checkpoint *ck,
+                     const char *name, int rows, const char *rows_what, const char *cols_what,
+                     lg_err *err)
+{
+    lg_quant_tensor qt;
+    int found = find_quant(m, ck, name, rows, p->cols, &qt, err);
+    if (found < 0)
+        return -1;
+    if (found)
+        return pack_quant_rows(m, p, row0, &qt, name, m->quant_dequantize, err);
+    if (p->q && unquantize(p, row0, err) != 0)
+        return -1;
     const lg_st_tensor *t = need_tensor(ck, name, rows, rows_what, p->cols, cols_what, err);
     if (!t)
         return -1;
@@ -128,25 +211,25 @@ static int load_layer(lg_model *m, const lg_checkpoint *ck, int l, lg_err *err)
     if (!w->mlp_norm)
         return -1;
     if (lg_pmat_init(&w->wqkv, q_rows + 2 * kv_rows, m->dim, err) != 0 ||
-        pack_rows(&w->wqkv, 0, ck, LAYER_NAME("self_attn.q_proj.weight"), q_rows,
+        pack_rows(m, &w->wqkv, 0, ck, LAYER_NAME("self_attn.q_proj.weight"), q_rows,
                   "num_attention_heads * head_dim", "hidden_size", err) != 0 ||
-        pack_rows(&w->wqkv, q_rows, ck, LAYER_NAME("self_attn.k_proj.weight"), kv_rows,
+        pack_rows(m, &w->wqkv, q_rows, ck, LAYER_NAME("self_attn.k_proj.weight"), kv_rows,
                   "num_key_value_heads * head_dim", "hidden_size", err) != 0 ||
-        pack_rows(&w->wqkv, q_rows + kv_rows, ck, LAYER_NAME("self_attn.v_proj.weight"), kv_rows,
+        pack_rows(m, &w->wqkv, q_rows + kv_rows, ck, LAYER_NAME("self_attn.v_proj.weight"), kv_rows,
                   "num_key_value_heads * head_dim", "hidden_size", err) != 0)
         return -1;
     if (lg_pmat_init(&w->wo, m->dim, q_rows, err) != 0 ||
-        pack_rows(&w->wo, 0, ck, LAYER_NAME("self_attn.o_proj.weight"), m->dim, "hidden_size",
+        pack_rows(m, &w->wo, 0, ck, LAYER_NAME("self_attn.o_proj.weight"), m->dim, "hidden_size",
                   "num_attention_heads * head_dim", err) != 0)
         return -1;
     if (lg_pmat_init(&w->w_gate_up, 2 * m->ffn_dim, m->dim, err) != 0 ||
-        pack_rows(&w->w_gate_up, 0, ck, LAYER_NAME("mlp.gate_proj.weight"), m->ffn_dim,
+        pack_rows(m, &w->w_gate_up, 0, ck, LAYER_NAME("mlp.gate_proj.weight"), m->ffn_dim,
                   "intermediate_size", "hidden_size", err) != 0 ||
-        pack_rows(&w->w_gate_up, m->ffn_dim, ck, LAYER_NAME("mlp.up_proj.weight"), m->ffn_dim,
+        pack_rows(m, &w->w_gate_up, m->ffn_dim, ck, LAYER_NAME("mlp.up_proj.weight"), m->ffn_dim,
                   "intermediate_size", "hidden_size", err) != 0)
         return -1;
     if (lg_pmat_init(&w->w_down, m->dim, m->ffn_dim, err) != 0 ||
-        pack_rows(&w->w_down, 0, ck, LAYER_NAME("mlp.down_proj.weight"), m->dim, "hidden_size",
+        pack_rows(m, &w->w_down, 0, ck, LAYER_NAME("mlp.down_proj.weight"), m->dim, "hidden_size",
                   "intermediate_size", err) != 0)
         return -1;
 #undef LAYER_NAME
@@ -156,15 +239,20 @@ static int load_layer(lg_model *m, const lg_checkpoint *ck, int l, lg_err *err)
 static int load_weights(lg_model *m, const lg_checkpoint *ck, lg_err *err)
 {
     const char *emb = "model.embed_tokens.weight";
-    const lg_st_tensor *t = need_tensor(ck, emb, m->vocab_size, "vocab_size", m->dim, "hidden_size",
-                                        err);
-    if (!t)
-        return -1;
     size_t n = (size_t)m->vocab_size * m->dim;
+    lg_quant_tensor qemb;
+    int emb_quant = find_quant(m, ck, emb, m->vocab_size, m->dim, &qemb, err);
+    const lg_st_tensor *t = emb_quant ? NULL : need_tensor(ck, emb, m->vocab_size, "vocab_size",
+                                                           m->dim, "hidden_size", err);
+    if (emb_quant < 0 || (!emb_quant && !t))
+        return -1;
     m->embed = malloc(n * sizeof(float));
     if (!m->embed)
         return lg_err_set(err, "tensor '%s': out of memory", emb);
-    lg_convert_floats(m->embed, LG_DT_F32, t->data, t->dtype, n);
+    if (emb_quant)
+        lg_quant_dequant_rows(&qemb, 0, m->vocab_size, m->embed);
+    else
+        lg_convert_floats(m->embed, LG_DT_F32, t->data, t->dtype, n);
 
     for (int l = 0; l < m->n_layers; l++)
         if (load_layer(m, ck, l, err) != 0)
@@ -175,16 +263,30 @@ static int load_weights(lg_model *m, const lg_checkpoint *ck, lg_err *err)
 
     if (lg_pmat_init(&m->lm_head, m->vocab_size, m->dim, err) != 0)
         return -1;
+    if (m->tied && emb_quant) /* the head is the quantized embedding */
+        return pack_quant_rows(m, &m->lm_head, 0, &qemb, emb, m->quant_dequantize, err);
     if (m->tied) {
         for (int r = 0; r < m->vocab_size; r++)
             lg_pmat_set_row(&m->lm_head, r, m->embed + (size_t)r * m->dim);
         return 0;
     }
-    return pack_rows(&m->lm_head, 0, ck, "lm_head.weight", m->vocab_size, "vocab_size",
+    return pack_rows(m, &m->lm_head, 0, ck, "lm_head.weight", m->vocab_size, "vocab_size",
                      "hidden_size", err);
 }
 
+const lg_st_tensor *lg_model_need_tensor(const lg_checkpoint *ck, const char *name, int64_t rows,
+                                         const char *rows_what, int64_t cols,
+                                         const char *cols_what, lg_err *err)
+{
+    return need_tensor(ck, name, rows, rows_what, cols, cols_what, err);
+}
+
 lg_model *lg_model_load(const char *dir, lg_err *err)
+{
+    return lg_model_load_ex(dir, NULL, err);
+}
+
+lg_model *lg_model_load_ex(const char *dir, const lg_model_load_opts *opts, lg_err *err)
 {
     lg_hf_config *cfg = lg_hf_config_read(dir, err);
     if (!cfg)
@@ -222,7 +324,17 @@ lg_model *lg_model_load(const char *dir, lg_err *err)
         return NULL;
     }
     memcpy(m->layers, cfg->layers, (size_t)m->n_layers * sizeof *m->layers);
+    int has_quant;
+    if (lg_quant_config_from_json(cfg->json, cfg->path, &m->quant, &has_quant, err) != 0) {
+        lg_hf_config_free(cfg);
+        lg_model_free(m);
+        return NULL;
+    }
+    m->quant_dequantize = opts && opts->dequantize;
     lg_hf_config_free(cfg);
+    if (opts && opts->no_weights)
+        return m; /* the backend reads the checkpoint itself */
+    m->has_weights = 1;
 
     lg_checkpoint *ck = lg_ckpt_open(dir, err);
     if (!ck) {

@@ -6,10 +6,12 @@
 
 #include <stddef.h>
 
+#include "checkpoint.h"
 #include "error.h"
 #include "hf_config.h"
 #include "longgen.h"
 #include "matmul_cpu.h"
+#include "quant_format.h"
 
 typedef struct lg_layer_weights {
     float *attn_norm;  /* [dim]  input_layernorm */
@@ -34,6 +36,12 @@ typedef struct lg_model {
     lg_layer_weights *w;
     float *final_norm; /* [dim] */
     lg_pmat lm_head;   /* [vocab_size, dim] (a packed copy of embed when tied) */
+    int has_weights;   /* 0 when loaded with no_weights: the fields above are NULL */
+    /* the checkpoint's weight-only quantization (formats/quant_format.h; method LG_QUANT_NONE for a
+     * float checkpoint). Unless loaded with `dequantize`, its matrices stay quantized in their
+     * lg_pmat's `q` (embed is always float32: it is a lookup table). */
+    lg_quant_config quant;
+    int quant_dequantize; /* loaded with lg_model_load_opts.dequantize */
     char *dir;
 } lg_model;
 
@@ -41,6 +49,23 @@ typedef struct lg_model {
  * forward pass needs exists with the shape the config implies. NULL on error. */
 lg_model *lg_model_load(const char *dir, lg_err *err);
 void lg_model_free(lg_model *m);
+
+typedef struct lg_model_load_opts {
+    /* configuration and plan only, no float32 weights: for a backend that reads the checkpoint
+     * itself (the CUDA engine uploads a 7B model as 13.5 GB of fp16 without a 27 GB float32 copy) */
+    int no_weights;
+    /* a quantized checkpoint's matrices decoded to float32 at load, instead of kept quantized for
+     * the dequantizing kernels (runtime/matmul_quant_cpu.h); the results are the same bit for bit */
+    int dequantize;
+} lg_model_load_opts;
+/* lg_model_load with options (NULL = defaults). */
+lg_model *lg_model_load_ex(const char *dir, const lg_model_load_opts *opts, lg_err *err);
+
+/* Finds tensor `name` in ck and checks it is a float tensor of shape [rows] (cols < 0) or
+ * [rows, cols]; the *_what strings name the config values in the message. NULL on error. */
+const lg_st_tensor *lg_model_need_tensor(const lg_checkpoint *ck, const char *name, int64_t rows,
+                                         const char *rows_what, int64_t cols,
+                                         const char *cols_what, lg_err *err);
 
 /* Replaces the attention plan (n_layers entries, checked). Forward states made afterwards use it;
  * existing states keep the plan they were made with. */

@@ -6,7 +6,7 @@
 
 #include "progress.h"
 
-int lg_ppl_run(lg_forward_state *s, const int *tokens, long n, int ctx, int show_progress,
+int lg_ppl_run(lg_engine *s, const int *tokens, long n, int ctx, int show_progress,
                lg_ppl_result *r, lg_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -26,7 +26,7 @@ int lg_ppl_run(lg_forward_state *s, const int *tokens, long n, int ctx, int show
     /* window w covers tokens [w ctx, w ctx + ctx]; the last may be shorter */
     for (long start = 0; start + 1 < n && rc == 0; start += ctx) {
         int len = n - start < (long)ctx + 1 ? (int)(n - start) : ctx + 1;
-        rc = lg_forward_nll(s, tokens + start, len, 0, nll, err);
+        rc = lg_engine_nll(s, tokens + start, len, 0, nll, err);
         for (int i = 0; rc == 0 && i < len - 1; i++)
             r->nll_sum += nll[i];
         r->predicted += len - 1;

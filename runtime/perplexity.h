@@ -3,7 +3,7 @@
 #ifndef LG_PERPLEXITY_H
 #define LG_PERPLEXITY_H
 
-#include "forward_cpu.h"
+#include "engine.h"
 
 typedef struct lg_ppl_result {
     double ppl, nll_sum;
@@ -11,7 +11,7 @@ typedef struct lg_ppl_result {
     double seconds, tokens_per_s;
 } lg_ppl_result;
 
-int lg_ppl_run(lg_forward_state *s, const int *tokens, long n, int ctx, int show_progress,
+int lg_ppl_run(lg_engine *s, const int *tokens, long n, int ctx, int show_progress,
                lg_ppl_result *r, lg_err *err);
 
 #endif

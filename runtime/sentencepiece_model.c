@@ -469,6 +469,10 @@ static int json_vocab_table(const cJSON *vocab, const cJSON *added, const char *
     }
     if (max_id < 0)
         return lg_err_set(err, "model.vocab is empty");
+    /* every id from 0 up needs a piece: more ids than entries leaves a hole, whatever the table */
+    int n_given = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (max_id >= n_given)
+        return lg_err_set(err, "model.vocab: ids run to %d but only %d pieces are given", max_id, n_given);
     const char **by_id = calloc((size_t)max_id + 1, sizeof *by_id);
     if (!by_id)
         return lg_err_set(err, "out of memory");

@@ -277,17 +277,12 @@ static char *resolve_path(const char *path, lg_err *err)
     return NULL;
 }
 
-/* Reads the file into t->model and builds the encoder's tables; the caller adds the file name to
- * errors. */
-static int load_model(lg_tokenizer *t, const char *file, lg_err *err)
+/* Parses a file's bytes into t->model and builds the encoder's tables; the caller adds the file
+ * name to errors. */
+static int build_model(lg_tokenizer *t, const char *data, size_t n, int is_json, lg_err *err)
 {
-    size_t n = 0;
-    char *data = read_whole_file(file, &n, err);
-    if (!data)
-        return -1;
-    int rc = has_suffix(file, ".json") ? lg_sp_model_read_hf_json(&t->model, data, n, err)
-                                       : lg_sp_model_read_proto(&t->model, (const uint8_t *)data, n, err);
-    free(data);
+    int rc = is_json ? lg_sp_model_read_hf_json(&t->model, data, n, err)
+                     : lg_sp_model_read_proto(&t->model, (const uint8_t *)data, n, err);
     if (rc == 0)
         rc = check_spec(&t->model.spec, err);
     if (rc == 0)
@@ -296,6 +291,17 @@ static int load_model(lg_tokenizer *t, const char *file, lg_err *err)
         rc = check_pieces(t, err);
     if (rc == 0)
         rc = collect_merge_info(t, err);
+    return rc;
+}
+
+static int load_model(lg_tokenizer *t, const char *file, lg_err *err)
+{
+    size_t n = 0;
+    char *data = read_whole_file(file, &n, err);
+    if (!data)
+        return -1;
+    int rc = build_model(t, data, n, has_suffix(file, ".json"), err);
+    free(data);
     return rc;
 }
 
@@ -315,6 +321,24 @@ lg_tokenizer *lg_tokenizer_load(const char *path, lg_err *err)
     int rc = load_model(t, file, err);
     if (rc != 0) {
         lg_err_prefix(err, "%s", file);
+        lg_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+lg_tokenizer *lg_tokenizer_load_memory(const char *data, size_t n, int is_json, const char *label,
+                                       lg_err *err)
+{
+    lg_tokenizer *t = calloc(1, sizeof *t);
+    if (!t || !(t->source = strdup(label))) {
+        free(t);
+        lg_err_set(err, "%s: out of memory", label);
+        return NULL;
+    }
+    lg_sp_model_init(&t->model);
+    if (build_model(t, data, n, is_json, err) != 0) {
+        lg_err_prefix(err, "%s", label);
         lg_tokenizer_free(t);
         return NULL;
     }

@@ -15,6 +15,10 @@ typedef struct lg_tokenizer lg_tokenizer;
  * SentencePiece model). NULL with err set when the file is missing or malformed.
  * Free with lg_tokenizer_free. */
 lg_tokenizer *lg_tokenizer_load(const char *path, lg_err *err);
+/* The same from a file's bytes in memory (data, n): a tokenizer.json when is_json, else a
+ * SentencePiece model; `label` names it in messages and is its source. For the fuzz harnesses. */
+lg_tokenizer *lg_tokenizer_load_memory(const char *data, size_t n, int is_json, const char *label,
+                                       lg_err *err);
 void lg_tokenizer_free(lg_tokenizer *t);
 
 /* The file the tokenizer was read from. */

@@ -42,7 +42,7 @@ static int *copy_ids(const lg_st_tensor *t)
     return ids;
 }
 
-static int compare_logits(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+static int compare_logits(lg_engine *s, const lg_st_file *f, int vocab, lg_verify_result *r,
                           lg_err *err)
 {
     const lg_st_tensor *in = i32_vector(f, "input_ids", err), *lg = lg_st_find(f, "logits");
@@ -64,7 +64,7 @@ static int compare_logits(lg_forward_state *s, const lg_st_file *f, int vocab, l
     int agree = 0, k = 0; /* k: next reference row */
     for (int c0 = 0; rc == 0 && c0 < T; c0 += VERIFY_CHUNK) {
         int n = T - c0 < VERIFY_CHUNK ? T - c0 : VERIFY_CHUNK;
-        rc = lg_forward_tokens(s, ids + c0, n, c0, LG_LOGITS_ALL, out, err);
+        rc = lg_engine_tokens(s, ids + c0, n, c0, LG_LOGITS_ALL, out, err);
         for (int i = 0; rc == 0 && i < n && k < P; i++) {
             int p = c0 + i;
             if (want && want[k] != p)
@@ -92,7 +92,7 @@ static int compare_logits(lg_forward_state *s, const lg_st_file *f, int vocab, l
     return rc;
 }
 
-static int compare_nll(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+static int compare_nll(lg_engine *s, const lg_st_file *f, int vocab, lg_verify_result *r,
                        lg_err *err)
 {
     const lg_st_tensor *nll = lg_st_find(f, "nll");
@@ -107,7 +107,7 @@ static int compare_nll(lg_forward_state *s, const lg_st_file *f, int vocab, lg_v
         return lg_err_set(err, "%s: 'nll' should be F32 [%d]", f->path, T - 1);
     int *ids = copy_ids(in);
     float *ours = malloc(sizeof(float) * (size_t)T);
-    int rc = ids && ours ? lg_forward_nll(s, ids, T, 0, ours, err) : lg_err_set(err, "out of memory");
+    int rc = ids && ours ? lg_engine_nll(s, ids, T, 0, ours, err) : lg_err_set(err, "out of memory");
     if (rc == 0) {
         double a = 0, b = 0;
         for (int i = 0; i < T - 1; i++) {
@@ -123,7 +123,7 @@ static int compare_nll(lg_forward_state *s, const lg_st_file *f, int vocab, lg_v
     return rc;
 }
 
-static int compare_greedy(lg_forward_state *s, const lg_st_file *f, int vocab, lg_verify_result *r,
+static int compare_greedy(lg_engine *s, const lg_st_file *f, int vocab, lg_verify_result *r,
                           lg_err *err)
 {
     const lg_st_tensor *g = lg_st_find(f, "greedy_ids");
@@ -155,7 +155,7 @@ static int compare_greedy(lg_forward_state *s, const lg_st_file *f, int vocab, l
     }
     int n = (int)g->shape[0];
     int *out = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int rc = pids && out ? lg_forward_greedy(s, pids, np, n, out, err) : lg_err_set(err, "out of memory");
+    int rc = pids && out ? lg_engine_greedy(s, pids, np, n, out, err) : lg_err_set(err, "out of memory");
     if (rc == 0) {
         r->has_greedy = 1;
         r->greedy_len = n;
@@ -169,7 +169,7 @@ static int compare_greedy(lg_forward_state *s, const lg_st_file *f, int vocab, l
     return rc;
 }
 
-int lg_verify_run(lg_forward_state *s, int model_vocab, const char *ref_path, lg_verify_result *r,
+int lg_verify_run(lg_engine *s, int model_vocab, const char *ref_path, lg_verify_result *r,
                   lg_err *err)
 {
     memset(r, 0, sizeof *r);

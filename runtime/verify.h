@@ -5,7 +5,7 @@
 #define LG_VERIFY_H
 
 #include "error.h"
-#include "forward_cpu.h"
+#include "engine.h"
 
 typedef struct lg_verify_result {
     double rel_err;       /* ||out - ref|| / ||ref|| over every compared logit */
@@ -18,7 +18,7 @@ typedef struct lg_verify_result {
 } lg_verify_result;
 
 /* vocab: the model's vocabulary size (the reference's logits must have as many columns). */
-int lg_verify_run(lg_forward_state *s, int vocab, const char *ref_path, lg_verify_result *r,
+int lg_verify_run(lg_engine *s, int vocab, const char *ref_path, lg_verify_result *r,
                   lg_err *err);
 
 #endif

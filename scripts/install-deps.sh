@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build dependencies from Debian's packages (skips apt when they are all present).
 set -euo pipefail
-pkgs=(cmake gcc make libcjson-dev libzstd-dev libarchive-dev libcunit1-dev)
+# clang and libclang-rt-14-dev (libFuzzer): the fuzz harnesses, scripts/fuzz.sh
+pkgs=(cmake gcc make libcjson-dev libzstd-dev libarchive-dev libcunit1-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

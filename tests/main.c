@@ -13,6 +13,13 @@ int lg_register_convert_tests(void);
 int lg_register_tokenizer_tests(void);
 int lg_register_forward_cpu_tests(void);
 int lg_register_eval_tests(void);
+int lg_register_engine_tests(void);
+int lg_register_needle_tests(void);
+int lg_register_package_tests(void);
+int lg_register_quant_tests(void);
+int lg_register_crash_safety_tests(void);
+int lg_register_fuzz_regressions_tests(void);
+int lg_register_ops_cpu_tests(void);
 
 static const lg_suite_register_fn suites[] = {
     lg_register_dtype_tests,
@@ -23,6 +30,13 @@ static const lg_suite_register_fn suites[] = {
     lg_register_tokenizer_tests,
     lg_register_forward_cpu_tests,
     lg_register_eval_tests,
+    lg_register_engine_tests,
+    lg_register_needle_tests,
+    lg_register_package_tests,
+    lg_register_quant_tests,
+    lg_register_crash_safety_tests,
+    lg_register_fuzz_regressions_tests,
+    lg_register_ops_cpu_tests,
 };
 
 int main(int argc, char **argv)

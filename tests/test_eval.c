@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "convert.h"
+#include "engine.h"
 #include "forward_cpu.h"
 #include "model.h"
 #include "perplexity.h"
@@ -49,7 +50,8 @@ static void test_verify_passes_on_every_fixture(void)
         lg_err err;
         lg_model *m = lg_model_load(dir, &err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-        lg_forward_state *s = lg_forward_state_new(m, NULL, &err);
+        lg_engine *s = lg_engine_new(m, "cpu", NULL, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
         lg_verify_result r;
         int rc = lg_verify_run(s, m->vocab_size, ref, &r, &err);
         if (rc != 0)
@@ -65,7 +67,7 @@ static void test_verify_passes_on_every_fixture(void)
         /* the reference's own NLL gives the same perplexity to 1e-5 relative */
         CU_ASSERT_TRUE(r.has_nll);
         CU_ASSERT(fabs(r.ppl - r.ref_ppl) <= 1e-5 * r.ref_ppl);
-        lg_forward_state_free(s);
+        lg_engine_free(s);
         lg_model_free(m);
     }
 }
@@ -117,8 +119,9 @@ static void test_heldout_perplexity_matches_the_references(void)
         CU_ASSERT_PTR_NOT_NULL_FATAL(converted(cases[i].fixture, dir, sizeof dir));
         lg_model *m = lg_model_load(dir, &err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-        lg_forward_opts fo = {.max_seq = cases[i].ctx + 1};
-        lg_forward_state *s = lg_forward_state_new(m, &fo, &err);
+        lg_engine_opts eo = {.max_seq = cases[i].ctx + 1};
+        lg_engine *s = lg_engine_new(m, "cpu", &eo, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
         lg_ppl_result r;
         CU_ASSERT_EQUAL_FATAL(lg_ppl_run(s, ids, n, cases[i].ctx, 0, &r, &err), 0);
         if (fabs(r.ppl - cases[i].ppl) > 0.1)
@@ -126,7 +129,7 @@ static void test_heldout_perplexity_matches_the_references(void)
                     cases[i].ctx, r.ppl, cases[i].ppl);
         CU_ASSERT(fabs(r.ppl - cases[i].ppl) <= 0.1);
         CU_ASSERT_EQUAL(r.predicted, n - 1);
-        lg_forward_state_free(s);
+        lg_engine_free(s);
         lg_model_free(m);
     }
     free(ids);

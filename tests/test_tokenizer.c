@@ -770,7 +770,7 @@ static void test_bad_tokenizer_json_is_rejected(void)
     expect_json_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", "model.vocab is empty");
     expect_json_error("{\"model\": {\"vocab\": {\"<unk>\": 0, \"a\": \"x\"}}}", "'a' has no valid id");
     expect_json_error("{\"model\": {\"vocab\": {\"<unk>\": 0, \"a\": 1.5}}}", "'a' has no valid id");
-    expect_json_error("{\"model\": {\"vocab\": {\"<unk>\": 0, \"a\": 2}}}", "id 1 has no piece");
+    expect_json_error("{\"model\": {\"vocab\": {\"<unk>\": 0, \"a\": 2}}}", "ids run to 2 but only 2 pieces are given");
     expect_json_error("{\"model\": {\"byte_fallback\": false, \"vocab\": {\"<unk>\": 0, \"\": 1}}}",
                       "piece 1 is empty");
     expect_json_error("{\"model\": {\"vocab\": {\"<unk>\": 0, \"a\": 1}},"
