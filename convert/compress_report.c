@@ -79,7 +79,8 @@ static int run_mode(const lg_checkpoint *ck, int transform, int level, int threa
         return lg_err_set(err, "out of memory");
     int rc = 0;
     lg_progress pg;
-    lg_progress_start(&pg, transform ? "byte planes" : "plain zstd", (uint64_t)ck->n_tensors, "tensors");
+    lg_progress_start(&pg, transform ? "byte planes" : "plain zstd", (uint64_t)ck->n_tensors,
+                      "tensors");
     for (int i = 0; i < ck->n_tensors && rc == 0; i++) {
         const lg_st_tensor *t = ck->entries[i].tensor;
         lg_compress_kind *k = &r->kinds[lg_compress_kind_of(t->name)];

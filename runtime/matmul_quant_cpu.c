@@ -92,8 +92,10 @@ static float decode(const lg_qmat *w, int r, int c)
     switch (w->scheme.method) {
     case LG_QUANT_Q8:
         return w->scales[k] * (float)(int8_t)panel[(size_t)c * P + lane];
-    case LG_QUANT_Q4:
-        return w->mins[k] + w->scales[k] * (float)((panel[(size_t)(c / 2) * P + lane] >> (4 * (c & 1))) & 15);
+    case LG_QUANT_Q4: {
+        int nibble = (panel[(size_t)(c / 2) * P + lane] >> (4 * (c & 1))) & 15;
+        return w->mins[k] + w->scales[k] * (float)nibble;
+    }
     default:
         return w->scales[k] * lg_e4m3_to_f32(panel[(size_t)c * P + lane]);
     }

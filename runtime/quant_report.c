@@ -245,7 +245,8 @@ int lg_quant_report_main(int argc, char **argv)
     lg_quant_report r;
     if (!(a = lg_engine_load_model(dir_a, device, &err)) ||
         !(b = lg_engine_load_model(dir_b, device, &err)) ||
-        !(t = lg_tokenizer_load(dir_a, &err)) || (n = tokenize_files(t, texts, n_texts, &ids, &err)) < 0)
+        !(t = lg_tokenizer_load(dir_a, &err)) ||
+        (n = tokenize_files(t, texts, n_texts, &ids, &err)) < 0)
         goto done;
     if (a->vocab_size != b->vocab_size) {
         lg_err_set(&err, "%s has a vocabulary of %d, %s of %d", dir_a, a->vocab_size, dir_b,
@@ -262,6 +263,8 @@ int lg_quant_report_main(int argc, char **argv)
     describe_weights(a, wa, sizeof wa);
     describe_weights(b, wb, sizeof wb);
     double dppl = 100.0 * (r.ppl_b / r.ppl_a - 1.0);
+    double mb_a = (a->has_weights ? lg_model_weight_bytes(a) : 0) / 1e6;
+    double mb_b = (b->has_weights ? lg_model_weight_bytes(b) : 0) / 1e6;
     if (json) {
         printf("{\"ppl_a\": %.6f, \"ppl_b\": %.6f, \"ppl_change_percent\": %.6f, \"kl_mean\": %.9g, "
                "\"kl_p99\": %.9g, \"kl_max\": %.9g, \"top1_agree\": %.6f, \"predicted\": %ld, "
@@ -273,11 +276,9 @@ int lg_quant_report_main(int argc, char **argv)
                r.predicted, n_texts, n_texts == 1 ? "" : "s", r.windows, ctx, r.seconds);
         printf("| model | weights | weight MB | ppl | ppl change | KL mean | KL p99 | KL max | "
                "top-1 agree |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-        printf("| A %s | %s | %.1f | %.4f | (reference) | | | | |\n", dir_a, wa,
-               (a->has_weights ? lg_model_weight_bytes(a) : 0) / 1e6, r.ppl_a);
+        printf("| A %s | %s | %.1f | %.4f | (reference) | | | | |\n", dir_a, wa, mb_a, r.ppl_a);
         printf("| B %s | %s | %.1f | %.4f | %+.3f%% | %.3g | %.3g | %.3g | %.2f%% |\n", dir_b, wb,
-               (b->has_weights ? lg_model_weight_bytes(b) : 0) / 1e6, r.ppl_b, dppl, r.kl_mean, r.kl_p99, r.kl_max,
-               100 * r.top1_agree);
+               mb_b, r.ppl_b, dppl, r.kl_mean, r.kl_p99, r.kl_max, 100 * r.top1_agree);
     }
     rc = 0;
 done:
