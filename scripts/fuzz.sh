@@ -99,7 +99,9 @@ for n in "${names[@]}"; do
   corpus=$(find "$out/corpus/$n" -type f | wc -l)
   rc=$(cat "$out/logs/$n.rc")
   result=ok
-  if [ "$rc" != 0 ]; then
+  if [ "$rc" = 72 ]; then # libFuzzer's status when interrupted (SIGINT, SIGTERM)
+    result=interrupted
+  elif [ "$rc" != 0 ]; then
     result="CRASH (exit $rc): $(grep -m1 -o 'Test unit written to .*' "$log" || echo "see $log")"
     status=1
   fi

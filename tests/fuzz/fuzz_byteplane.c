@@ -1,12 +1,11 @@
-/* libFuzzer harness: the byte-plane zstd codec of packages (formats/byteplane.h). The first 4
- * bytes choose the parameters (transform, skip, chunk); the rest is used twice:
- *   - as a compressed stream fed to the streaming decoder in pieces of varying size, which must
- *     refuse garbage and never produce more than it was told to expect;
- *   - as content compressed and decompressed again, which must give back the same bytes. */
+/* libFuzzer harness: the byte-plane zstd decoder of packages (formats/byteplane.h), the first code
+ * to see a package member's bytes. The first 4 bytes choose the parameters (transform, skip, chunk)
+ * and the size of the pieces the rest is fed in; the rest is the compressed stream. The decoder must
+ * refuse garbage and never pass on more than it was told to expect. (Round trips of the codec are
+ * left to the package suite: zstd's compressor starts a worker thread per stream, which would cut
+ * this harness to a few dozen executions a second.) */
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "byteplane.h"
 
@@ -47,15 +46,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (c.n > expect)
             __builtin_trap();
     }
-
-    void *z = NULL, *back = NULL;
-    size_t zn = 0, bn = 0;
-    if (lg_bp_compress_buffer(&p, 1, 1, data, size, &z, &zn, &err) == 0) {
-        if (lg_bp_decompress_buffer(&p, z, zn, size, &back, &bn, &err) != 0 || bn != size ||
-            (size && memcmp(back, data, size) != 0))
-            __builtin_trap();
-    }
-    free(z);
-    free(back);
     return 0;
 }
