@@ -462,13 +462,7 @@ static int copy_file(const char *from, const char *to, lg_err *err)
             rc = lg_err_set(err, "%s: read error: %s", from, strerror(errno));
             break;
         }
-        for (ssize_t off = 0; off < got && rc == 0;) {
-            ssize_t w = write(out, buf + off, (size_t)(got - off));
-            if (w < 0)
-                rc = lg_err_set(err, "%s: write failed: %s", to, strerror(errno));
-            else
-                off += w;
-        }
+        rc = lg_write_all(out, buf, (size_t)got, to, err);
     }
     if (rc == 0 && fsync(out) != 0)
         rc = lg_err_set(err, "%s: write failed: %s", to, strerror(errno));

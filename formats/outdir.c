@@ -9,6 +9,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int lg_write_all(int fd, const void *data, size_t n, const char *path, lg_err *err)
+{
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return lg_err_set(err, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 void lg_remove_tree(const char *dir)
 {
     /* a file or a symlink (OUT replaced with --force) is removed itself, never followed */

@@ -388,21 +388,6 @@ typedef struct unpack_sink {
     char path[4500];
 } unpack_sink;
 
-static int write_all(int fd, const void *data, size_t n, const char *path, lg_err *err)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return lg_err_set(err, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int unpack_begin(void *ctx, const lg_pkg_file *f, lg_err *err)
 {
     unpack_sink *u = ctx;
@@ -417,7 +402,7 @@ static int unpack_begin(void *ctx, const lg_pkg_file *f, lg_err *err)
 static int unpack_data(void *ctx, const void *p, size_t n, lg_err *err)
 {
     unpack_sink *u = ctx;
-    return write_all(u->fd, p, n, u->path, err);
+    return lg_write_all(u->fd, p, n, u->path, err);
 }
 
 static int unpack_end(void *ctx, const lg_pkg_file *f, lg_err *err)
@@ -440,7 +425,7 @@ static int write_manifest_copy(const pkg_stream *s, int dirfd, const char *tmp, 
     int fd = openat(dirfd, LG_PKG_MANIFEST, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return lg_err_set(err, "%s: cannot create: %s", path, strerror(errno));
-    int rc = write_all(fd, s->manifest, s->manifest_len, path, err);
+    int rc = lg_write_all(fd, s->manifest, s->manifest_len, path, err);
     if (rc == 0 && fsync(fd) != 0)
         rc = lg_err_set(err, "%s: fsync failed: %s", path, strerror(errno));
     close(fd);
@@ -673,7 +658,7 @@ static int write_skeleton(const verify_sink *v, const char *dir, lg_err *err)
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
             return lg_err_set(err, "%s: cannot create: %s", path, strerror(errno));
-        int rc = write_all(fd, k->head, (size_t)k->head_len, path, err);
+        int rc = lg_write_all(fd, k->head, (size_t)k->head_len, path, err);
         if (rc == 0 && ftruncate(fd, (off_t)k->f->size) != 0)
             rc = lg_err_set(err, "%s: cannot size: %s", path, strerror(errno));
         for (int r = 0; r < k->n_ranges && rc == 0; r++) {

@@ -333,26 +333,11 @@ typedef struct spool_sink {
     uint64_t bytes;
 } spool_sink;
 
-static int write_all(int fd, const void *data, size_t n, const char *path, lg_err *err)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return lg_err_set(err, "%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int spool_write(void *ctx, const void *data, size_t n, lg_err *err)
 {
     spool_sink *s = ctx;
     s->bytes += n;
-    return write_all(s->fd, data, n, s->path, err);
+    return lg_write_all(s->fd, data, n, s->path, err);
 }
 
 static ssize_t read_some(int fd, void *buf, size_t n)
