@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "forward_cuda.h"
+#include "forward_tp.h"
 
 /* The one place that knows whether this build has CUDA: CMake defines LG_HAVE_CUDA for lg_runtime
  * when it compiles runtime/forward_cuda.c and links the kernels. */
@@ -89,6 +90,17 @@ int lg_engine_check_device(const char *device, lg_err *err)
                       HAVE_CUDA ? ", cuda" : "");
 }
 
+int lg_engine_parse_tp(const char *arg, int *tp, lg_err *err)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end || v < 1 || v > LG_ENGINE_MAX_DEVICES)
+        return lg_err_set(err, "--tp '%s' must be a number of GPUs from 1 to %d", arg,
+                          LG_ENGINE_MAX_DEVICES);
+    *tp = (int)v;
+    return 0;
+}
+
 lg_model *lg_engine_load_model(const char *dir, const char *device, lg_err *err)
 {
     if (lg_engine_check_device(device, err) != 0)
@@ -111,9 +123,15 @@ lg_engine *lg_engine_new(const lg_model *m, const char *device, const lg_engine_
     lg_engine_opts o = {0};
     if (opts)
         o = *opts;
+    if (o.tp > 1 && !(device && strcmp(device, "cuda") == 0)) {
+        lg_err_set(err, "--tp %d: tensor parallelism runs on GPUs: add --device cuda", o.tp);
+        free(e);
+        return NULL;
+    }
     if (device && strcmp(device, "cuda") == 0) {
 #ifdef LG_HAVE_CUDA
-        if (lg_engine_cuda_init(e, m, &o, err) == 0)
+        /* with one GPU the single-GPU engine itself, not a group of one */
+        if ((o.tp > 1 ? lg_engine_tp_init(e, m, &o, err) : lg_engine_cuda_init(e, m, &o, err)) == 0)
             return e;
 #endif
         free(e);

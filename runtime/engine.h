@@ -19,7 +19,12 @@ typedef struct lg_engine_opts {
     int max_seq;        /* positions reserved for full layers; 0 = the model's max_pos */
     int n_threads;      /* cpu: 0 = every online CPU */
     const char *dtype;  /* cuda: weights and activations "f16" (default) or "bf16" */
+    int tp;             /* cuda: GPUs the model is split over (tensor parallel; 0 or 1: one GPU) */
+    int tp_skip_comm;   /* cuda, tp > 1, benchmarks only: the all-reduces left out (wrong results:
+                         * what the run costs without communication) */
 } lg_engine_opts;
+
+#define LG_ENGINE_MAX_DEVICES 8
 
 /* What an engine holds, for reports. */
 typedef struct lg_engine_mem {
@@ -29,6 +34,11 @@ typedef struct lg_engine_mem {
     size_t device_total;      /* cuda: the device's memory (0 on cpu) */
     size_t alloc_peak;        /* cuda: most device memory the engine itself held (0 on cpu) */
     char device_name[128];    /* "cpu (N threads)" or the GPU's name */
+    /* cuda: per GPU (tensor parallel: one per rank; else one); the totals above are summed over
+     * them, device_peak and device_total being those of the first GPU */
+    int n_devices;
+    size_t dev_peak[LG_ENGINE_MAX_DEVICES];
+    size_t dev_weight_bytes[LG_ENGINE_MAX_DEVICES];
 } lg_engine_mem;
 
 /* The operations a backend implements; impl is its state. */
@@ -50,6 +60,9 @@ typedef struct lg_engine {
     void *impl;
     const lg_model *m;
 } lg_engine;
+
+/* Parses a --tp value (GPUs, 1 .. LG_ENGINE_MAX_DEVICES) into *tp; -1 with a message. */
+int lg_engine_parse_tp(const char *arg, int *tp, lg_err *err);
 
 /* 0 when `device` names a backend of this build ("cpu" always, "cuda" when built with CUDA); else -1
  * with a message saying which devices the build has. */

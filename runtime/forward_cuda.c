@@ -12,12 +12,14 @@
 #include "checkpoint.h"
 #include "cuda_check.h"
 #include "dtype.h"
+#include "forward_cuda_rank.h"
 #include "kv_slots.h"
 #include "lg_kernels.h"
+#include "tp_comm.h"
 
 #define DEFAULT_CHUNK 4096 /* prefill rows per product: fills the GPU, bounds the activations */
 #define MAX_STEP 256       /* rows per later step when a sparse layer is present (sizes the rings) */
-#define HEAD_ROWS 128      /* logits rows per pass of the vocab-wide head */
+#define HEAD_ROWS LG_CUDA_HEAD_ROWS
 #define GEMV_ROWS 4        /* up to this many rows the products are matrix-vector kernels */
 #define STAGE_BYTES ((size_t)32 << 20) /* each of the two pinned upload buffers */
 
@@ -40,12 +42,22 @@ typedef struct cuda_layer {
     int *slot_pos;  /* [n_slots]: the position each slot holds, -1 for none */
 } cuda_layer;
 
-typedef struct cuda_fwd {
+struct cuda_fwd {
     const lg_model *m;
+    /* tensor parallelism (runtime/tp_shard.h): the heads, MLP columns and vocabulary rows this rank
+     * holds; with tp 1 everything. dims below are this rank's. */
+    lg_tp_shard sh;
+    int device;
+    void *comm;     /* NCCL communicator (tp > 1) */
+    int skip_comm;  /* benchmarks only: all-reduces left out */
+    int (*agree)(void *ctx, int ok);
+    void *agree_ctx;
+    int own_logits_h;
     lg_kdtype dt;
     int esz;
     const char *dt_name;
-    int dim, ffn, qd, kvd, qkv_dim, n_layers, vocab;
+    int dim, ffn, qd, kvd, qkv_dim, n_layers;
+    int vocab;    /* the whole vocabulary (token ids, host logits rows); this rank's rows: sh.vocab */
     int P;        /* prefill rows per product */
     int S;        /* rows per step (P when every layer is full, MAX_STEP otherwise) */
     int max_seq;  /* positions the full caches hold */
@@ -69,8 +81,9 @@ typedef struct cuda_fwd {
     /* activations of up to max(P, S) rows, allocated once (the decode graph keeps their addresses) */
     float *x_step;  /* [S, dim] residual of a step */
     void *xb, *qkv, *att, *gu, *mlp;
-    float *logits;  /* [HEAD_ROWS, vocab] */
-    float *logits_h; /* pinned copy */
+    float *logits;  /* [HEAD_ROWS, sh.vocab] */
+    float *logits_h; /* pinned [HEAD_ROWS, vocab], shared by the ranks (each fills its columns) */
+    float *part;    /* [rows, dim]: a row-parallel product's partial sum (tp > 1, rank > 0) */
     void *attn_ws;
     size_t attn_ws_bytes;
     int *par_h, *par_d; /* step parameters: ids[n], pos[n], n_live[L], slots[L][n] */
@@ -95,7 +108,7 @@ typedef struct cuda_fwd {
     /* memory */
     size_t dev_bytes, dev_peak, used_peak, dev_total;
     char dev_name[128];
-} cuda_fwd;
+};
 
 /* ---------------------------------------------------------------- memory */
 
@@ -156,10 +169,12 @@ typedef struct upload {
     int turn;
 } upload;
 
-/* Copies tensor t (any float dtype) to dst converted to dst_dt. */
-static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tensor *t)
+/* Copies block bl of tensor t (any float dtype) to dst converted to dst_dt: only the pages of this
+ * rank's part of the mapped checkpoint are read. */
+static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tensor *t,
+                         const lg_tp_block *bl)
 {
-    size_t n = (size_t)t->nelem, done = 0, out_sz = lg_dtype_size(dst_dt);
+    size_t n = (size_t)lg_tp_block_elems(bl), done = 0, out_sz = lg_dtype_size(dst_dt);
     size_t in_sz = lg_dtype_size(t->dtype);
     size_t per = STAGE_BYTES / out_sz;
     while (done < n) {
@@ -167,7 +182,13 @@ static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tens
         int b = u->turn;
         u->turn ^= 1;
         LG_CUDA_TRY(cudaEventSynchronize(u->done[b]));
-        lg_convert_floats(u->stage[b], dst_dt, (const char *)t->data + done * in_sz, t->dtype, c);
+        for (size_t k = 0; k < c;) {
+            int64_t src = 0;
+            size_t run = (size_t)lg_tp_block_run(bl, (int64_t)(done + k), (int64_t)(c - k), &src);
+            lg_convert_floats((char *)u->stage[b] + k * out_sz, dst_dt,
+                              (const char *)t->data + (size_t)src * in_sz, t->dtype, run);
+            k += run;
+        }
         LG_CUDA_TRY(cudaMemcpyAsync((char *)dst + done * out_sz, u->stage[b], c * out_sz,
                                     cudaMemcpyHostToDevice, u->st));
         LG_CUDA_TRY(cudaEventRecord(u->done[b], u->st));
@@ -180,6 +201,7 @@ static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tens
 typedef struct weight_ref {
     const lg_st_tensor *t;
     lg_dtype dt;
+    lg_tp_block b; /* the part this rank holds */
     size_t off;
 } weight_ref;
 
@@ -187,44 +209,51 @@ typedef struct weight_ref {
 enum { W_ATTN_NORM, W_MLP_NORM, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_PER_LAYER };
 
 /* The model's tensors, shapes checked: embedding, 9 per layer, final norm, lm_head unless tied.
- * Matrices in the activation dtype, norms in float32. */
+ * Matrices in the activation dtype, norms in float32; of each, the block this rank holds. */
 static int list_weights(cuda_fwd *f, const lg_checkpoint *ck, weight_ref *w, int *nw, lg_err *err)
 {
     const lg_model *m = f->m;
     lg_dtype adt = f->dt == LG_KDT_BF16 ? LG_DT_BF16 : LG_DT_F16;
+    lg_tp_dims d = lg_tp_dims_of(m);
+    int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
     int k = 0;
     char name[256];
-#define NEED(nm, r, rw, c, cw, dtype)                                                             \
+#define NEED(nm, r, rw, c, cw, dtype, part)                                                       \
     do {                                                                                          \
         const lg_st_tensor *t_ = lg_model_need_tensor(ck, nm, r, rw, c, cw, err);                 \
         if (!t_)                                                                                  \
             return -1;                                                                            \
         w[k].t = t_;                                                                              \
+        lg_tp_weight_block(&d, &f->sh, part, &w[k].b);                                            \
         w[k++].dt = dtype;                                                                        \
     } while (0)
 #define LAYER(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-    NEED("model.embed_tokens.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt);
+    NEED("model.embed_tokens.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt,
+         LG_TPW_EMBED);
     for (int l = 0; l < m->n_layers; l++) {
-        NEED(LAYER("input_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32);
-        NEED(LAYER("post_attention_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32);
-        NEED(LAYER("self_attn.q_proj.weight"), f->qd, "num_attention_heads * head_dim", m->dim,
-             "hidden_size", adt);
-        NEED(LAYER("self_attn.k_proj.weight"), f->kvd, "num_key_value_heads * head_dim", m->dim,
-             "hidden_size", adt);
-        NEED(LAYER("self_attn.v_proj.weight"), f->kvd, "num_key_value_heads * head_dim", m->dim,
-             "hidden_size", adt);
-        NEED(LAYER("self_attn.o_proj.weight"), m->dim, "hidden_size", f->qd,
-             "num_attention_heads * head_dim", adt);
+        NEED(LAYER("input_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32,
+             LG_TPW_NORM);
+        NEED(LAYER("post_attention_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32,
+             LG_TPW_NORM);
+        NEED(LAYER("self_attn.q_proj.weight"), qd, "num_attention_heads * head_dim", m->dim,
+             "hidden_size", adt, LG_TPW_Q);
+        NEED(LAYER("self_attn.k_proj.weight"), kvd, "num_key_value_heads * head_dim", m->dim,
+             "hidden_size", adt, LG_TPW_K);
+        NEED(LAYER("self_attn.v_proj.weight"), kvd, "num_key_value_heads * head_dim", m->dim,
+             "hidden_size", adt, LG_TPW_V);
+        NEED(LAYER("self_attn.o_proj.weight"), m->dim, "hidden_size", qd,
+             "num_attention_heads * head_dim", adt, LG_TPW_O);
         NEED(LAYER("mlp.gate_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
-             adt);
+             adt, LG_TPW_GATE);
         NEED(LAYER("mlp.up_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
-             adt);
+             adt, LG_TPW_UP);
         NEED(LAYER("mlp.down_proj.weight"), m->dim, "hidden_size", m->ffn_dim, "intermediate_size",
-             adt);
+             adt, LG_TPW_DOWN);
     }
-    NEED("model.norm.weight", m->dim, "hidden_size", -1, NULL, LG_DT_F32);
+    NEED("model.norm.weight", m->dim, "hidden_size", -1, NULL, LG_DT_F32, LG_TPW_NORM);
     if (!m->tied)
-        NEED("lm_head.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt);
+        NEED("lm_head.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt,
+             LG_TPW_LM_HEAD);
 #undef NEED
 #undef LAYER
     *nw = k;
@@ -238,9 +267,10 @@ static size_t lay_out_weights(weight_ref *w, int nw, int n_layers)
     size_t off = 0;
     for (int i = 0; i < nw; i++) {
         int j = i >= 1 && i < 1 + W_PER_LAYER * n_layers ? (i - 1) % W_PER_LAYER : -1;
-        size_t bytes = (size_t)w[i].t->nelem * lg_dtype_size(w[i].dt);
+        size_t bytes = (size_t)lg_tp_block_elems(&w[i].b) * lg_dtype_size(w[i].dt);
         if (j == W_K || j == W_V || j == W_UP) {
-            w[i].off = w[i - 1].off + (size_t)w[i - 1].t->nelem * lg_dtype_size(w[i - 1].dt);
+            w[i].off = w[i - 1].off +
+                       (size_t)lg_tp_block_elems(&w[i - 1].b) * lg_dtype_size(w[i - 1].dt);
             off = w[i].off + bytes;
         } else {
             off = (off + 255) & ~(size_t)255;
@@ -285,7 +315,7 @@ static int upload_weights(cuda_fwd *f, lg_err *err)
         }
     }
     for (int i = 0; i < nw; i++)
-        if (upload_tensor(&u, (char *)f->wmem + w[i].off, w[i].dt, w[i].t) != 0) {
+        if (upload_tensor(&u, (char *)f->wmem + w[i].off, w[i].dt, w[i].t, &w[i].b) != 0) {
             lg_err_set(err, "%s: tensor '%s': %s", m->dir, w[i].t->name, lg_k_last_error());
             goto done;
         }
@@ -389,6 +419,35 @@ static int mm(cuda_fwd *f, void *y, lg_kdtype y_dt, int ldy, const void *x, int 
     return lg_k_gemm(f->blas, y, y_dt, ldy, x, ldx, w, Kd, f->dt, n, M, Kd, beta, f->st);
 }
 
+/* recv = the sum of send over the ranks (nothing to do with one GPU). */
+static int all_reduce(cuda_fwd *f, const float *send, float *recv, size_t count)
+{
+    if (f->sh.tp == 1 || f->skip_comm)
+        return 0;
+    return lg_tp_allreduce_f32(f->comm, send, recv, count, f->st);
+}
+
+/* x (n rows, f32) += in · w^T for a row-parallel product (o_proj, down_proj): each rank holds a
+ * slice of the inner dimension, so its product is a partial sum; rank 0 adds its part to the
+ * residual, the others write theirs to f->part, and the all-reduce adds them all into every rank's
+ * copy of the residual. */
+static int mm_residual(cuda_fwd *f, float *x, const void *in, int ldin, const void *w, int n, int Kd)
+{
+    if (f->sh.tp == 1)
+        return mm(f, x, LG_KDT_F32, f->dim, in, ldin, w, n, f->dim, Kd, 1.0f);
+    float *dst = f->sh.rank == 0 ? x : f->part;
+    K(mm(f, dst, LG_KDT_F32, f->dim, in, ldin, w, n, f->dim, Kd, f->sh.rank == 0 ? 1.0f : 0.0f));
+    return all_reduce(f, dst, x, (size_t)n * f->dim);
+}
+
+/* Embedding rows of ids (already shifted to this rank's vocabulary range: rows outside it are
+ * zero), summed over the ranks. */
+static int embed_rows(cuda_fwd *f, float *x, const int *ids, int n)
+{
+    K(lg_k_embed(x, LG_KDT_F32, f->dim, f->embed, f->dt, f->sh.vocab, ids, n, f->dim, f->st));
+    return all_reduce(f, x, x, (size_t)n * f->dim);
+}
+
 /* ---------------------------------------------------------------- RoPE */
 
 static int rope_set(cuda_fwd *f, long seq_len)
@@ -427,7 +486,7 @@ static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
     K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, L->wgu, n, 2 * f->ffn, f->dim, 0.0f));
     K(lg_k_swiglu(f->mlp, f->dt, f->ffn, f->gu, 2 * f->ffn, at(f->gu, f->ffn, f->esz), 2 * f->ffn,
                   f->dt, n, f->ffn, f->st));
-    K(mm(f, x, LG_KDT_F32, f->dim, f->mlp, f->ffn, L->wdown, n, f->dim, f->ffn, 1.0f));
+    K(mm_residual(f, x, f->mlp, f->ffn, L->wdown, n, f->ffn));
     return 0;
 }
 
@@ -439,8 +498,8 @@ static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, con
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->attn_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
     K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, L->wqkv, n, f->qkv_dim, f->dim, 0.0f));
-    K(lg_k_rope(f->qkv, f->qkv_dim, m->n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
-                m->n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d, f->attn_scale,
+    K(lg_k_rope(f->qkv, f->qkv_dim, f->sh.n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
+                f->sh.n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d, f->attn_scale,
                 f->st));
     return 0;
 }
@@ -452,7 +511,7 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
 {
     const int *ids = f->par_d, *pos = f->par_d + n, *live = f->par_d + 2 * n;
     const int *slots = f->par_d + 2 * n + f->n_layers;
-    K(lg_k_embed(f->x_step, LG_KDT_F32, f->dim, f->embed, f->dt, f->vocab, ids, n, f->dim, f->st));
+    K(embed_rows(f, f->x_step, ids, n));
     for (int l = 0; l < f->n_layers; l++) {
         const cuda_layer *L = &f->L[l];
         K(qkv_rows(f, L, f->x_step, n, pos, 0));
@@ -466,21 +525,24 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
             K(lg_k_attn_cache(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
                               f->dt, L->slot_pos, L->n_slots, live + l, n, pos, 0, &f->shape,
                               &L->mask, f->attn_ws, f->attn_ws_bytes, f->st));
-        K(mm(f, f->x_step, LG_KDT_F32, f->dim, f->att, f->qd, L->wo, n, f->dim, f->qd, 1.0f));
+        K(mm_residual(f, f->x_step, f->att, f->qd, L->wo, n, f->qd));
         K(mlp_rows(f, L, f->x_step, n));
     }
     return 0;
 }
 
-/* Logits (float32) of n <= HEAD_ROWS rows of residual x into f->logits, copied to f->logits_h. */
+/* Logits (float32) of n <= HEAD_ROWS rows of residual x into f->logits, copied to this rank's
+ * columns of f->logits_h. */
 static int head_rows(cuda_fwd *f, const float *x, int n)
 {
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, f->final_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
-    K(mm(f, f->logits, LG_KDT_F32, f->vocab, f->xb, f->dim, f->lm_head, n, f->vocab, f->dim, 0.0f));
-    LG_CUDA_TRY(cudaMemcpyAsync(f->logits_h, f->logits, sizeof(float) * (size_t)n * f->vocab,
-                                cudaMemcpyDeviceToHost, f->st));
+    int vr = f->sh.vocab;
+    K(mm(f, f->logits, LG_KDT_F32, vr, f->xb, f->dim, f->lm_head, n, vr, f->dim, 0.0f));
+    LG_CUDA_TRY(cudaMemcpy2DAsync(f->logits_h + f->sh.vocab0, sizeof(float) * f->vocab, f->logits,
+                                  sizeof(float) * vr, sizeof(float) * vr, n,
+                                  cudaMemcpyDeviceToHost, f->st));
     return 0;
 }
 
@@ -489,7 +551,7 @@ static int step_params(cuda_fwd *f, const int *tokens, int n, long pos0)
 {
     int *p = f->par_h, L = f->n_layers;
     for (int t = 0; t < n; t++) {
-        p[t] = tokens[t];
+        p[t] = tokens[t] - f->sh.vocab0;
         p[n + t] = (int)(pos0 + t);
     }
     for (int l = 0; l < L; l++) {
@@ -504,8 +566,8 @@ static int step_params(cuda_fwd *f, const int *tokens, int n, long pos0)
 
 /* ---------------------------------------------------------------- calls */
 
-/* Receives logits rows [r0, r0 + n) of a call, float32 on the host. */
-typedef int (*rows_fn)(void *user, int r0, int n, const float *logits, lg_err *err);
+/* Receives logits rows [r0, r0 + n) of a call (forward_cuda_rank.h). */
+typedef lg_cuda_rows_fn rows_fn;
 
 static int sync(cuda_fwd *f)
 {
@@ -544,7 +606,7 @@ static int grow(cuda_fwd *f, void **p, long *cap_rows, long rows, size_t row_byt
 /* A fresh sequence of n rows, one layer at a time over every row (products on chunks of P rows),
  * with attention over keys laid out by position: a full layer's own cache, or the scratch of a
  * sparse layer, whose kept positions are then gathered into its slots. */
-static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
+static int prefill_buffers(cuda_fwd *f, int n)
 {
     if (grow(f, (void **)&f->x_big, &f->x_big_rows, n, sizeof(float) * f->dim,
              "prefill residual") != 0 ||
@@ -563,10 +625,36 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
             return -1;
         f->scr_rows = n;
     }
-    LG_CUDA_TRY(cudaMemcpyAsync(f->ids_d, tokens, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice,
-                                f->st));
-    K(lg_k_embed(f->x_big, LG_KDT_F32, f->dim, f->embed, f->dt, f->vocab, f->ids_d, n, f->dim,
-                 f->st));
+    return 0;
+}
+
+/* Token ids shifted into this rank's vocabulary range, copied to f->ids_d. */
+static int upload_ids(cuda_fwd *f, const int *tokens, int n)
+{
+    int *ids = malloc(sizeof(int) * (size_t)n);
+    if (!ids)
+        return lg_k_fail("out of host memory for %d token ids", n);
+    for (int t = 0; t < n; t++)
+        ids[t] = tokens[t] - f->sh.vocab0;
+    /* from pageable memory the copy is staged before it returns, so ids can go */
+    cudaError_t e = cudaMemcpyAsync(f->ids_d, ids, sizeof(int) * (size_t)n,
+                                    cudaMemcpyHostToDevice, f->st);
+    free(ids);
+    LG_CUDA_TRY(e);
+    return 0;
+}
+
+static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
+{
+    /* every rank must reach the collectives below, or none: a rank that cannot allocate stops all */
+    int ok = prefill_buffers(f, n) == 0;
+    if (f->agree && !f->agree(f->agree_ctx, ok))
+        return ok ? lg_k_fail("another GPU of the group could not allocate its prefill buffers")
+                  : -1;
+    if (!ok)
+        return -1;
+    K(upload_ids(f, tokens, n));
+    K(embed_rows(f, f->x_big, f->ids_d, n));
     for (int l = 0; l < f->n_layers; l++) {
         const cuda_layer *L = &f->L[l];
         int full = L->attn.kind == LG_ATTN_FULL;
@@ -581,7 +669,7 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
                             f->iota + c0, NULL, c0, cn, f->st));
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, tk, f->kvd, tv, f->kvd, f->dt,
                                 cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->st));
-            K(mm(f, x, LG_KDT_F32, f->dim, f->att, f->qd, L->wo, cn, f->dim, f->qd, 1.0f));
+            K(mm_residual(f, x, f->att, f->qd, L->wo, cn, f->qd));
             K(mlp_rows(f, L, x, cn));
         }
         if (!full)
@@ -606,7 +694,7 @@ static int decode_one(cuda_fwd *f, int token, long pos0)
 {
     /* the parameters of a one-row step, filled on the host, copied by the graph's first node */
     int *p = f->par_h, L = f->n_layers;
-    p[0] = token;
+    p[0] = token - f->sh.vocab0;
     p[1] = (int)pos0;
     for (int l = 0; l < L; l++) {
         p[2 + l] = n_live(&f->L[l], pos0 + 1);
@@ -721,44 +809,110 @@ cuda_fail:
     return lg_err_set(err, "cuda: %s", lg_k_last_error());
 }
 
-/* ---------------------------------------------------------------- the engine's operations */
+/* ---------------------------------------------------------------- one rank's operations */
 
-typedef struct copy_rows {
-    float *out;
-    int vocab;
-    int last_only;
-} copy_rows;
+int lg_cuda_rank_run(cuda_fwd *f, const int *tokens, int n, long pos0, lg_logits_rows rows,
+                     lg_cuda_rows_fn fn, void *user, lg_err *err)
+{
+    return run(f, tokens, n, pos0, rows, fn, user, err);
+}
 
-static int copy_rows_fn(void *user, int r0, int n, const float *logits, lg_err *err)
+int lg_cuda_rank_check(const cuda_fwd *f, const int *tokens, int n, long pos0, lg_err *err)
+{
+    return check_call((cuda_fwd *)f, tokens, n, pos0, err);
+}
+
+void lg_cuda_rank_reset(cuda_fwd *f)
+{
+    if (reset_caches(f) != 0 || sync(f) != 0)
+        f->n_pos = -1;
+}
+
+long lg_cuda_rank_pos(const cuda_fwd *f)
+{
+    return f->n_pos;
+}
+
+void lg_cuda_rank_kv_bytes(const cuda_fwd *f, size_t *live, size_t *alloc)
+{
+    for (int k = 0; k < 3; k++) {
+        if (live)
+            live[k] = 0;
+        if (alloc)
+            alloc[k] = 0;
+    }
+    size_t row = (size_t)f->kvd * f->esz * 2; /* key and value */
+    long n = f->n_pos > 0 ? f->n_pos : 0;
+    for (int l = 0; l < f->n_layers; l++) {
+        const cuda_layer *L = &f->L[l];
+        if (live)
+            live[L->attn.kind] += (size_t)held_positions(L, n) * row;
+        if (alloc)
+            alloc[L->attn.kind] += (size_t)L->n_slots * row;
+    }
+}
+
+void lg_cuda_rank_mem(const cuda_fwd *f, lg_engine_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    out->weight_dtype = f->dt_name;
+    out->weight_bytes = f->wbytes;
+    out->device_peak = f->used_peak;
+    out->device_total = f->dev_total;
+    out->alloc_peak = f->dev_peak;
+    out->n_devices = 1;
+    out->dev_peak[0] = f->used_peak;
+    out->dev_weight_bytes[0] = f->wbytes;
+    snprintf(out->device_name, sizeof out->device_name, "%s", f->dev_name);
+}
+
+void lg_cuda_rank_free(cuda_fwd *f)
+{
+    if (!f)
+        return;
+    cudaSetDevice(f->device);
+    if (f->st)
+        cudaStreamSynchronize(f->st);
+    if (f->graph_state == 1)
+        cudaGraphExecDestroy(f->graph);
+    if (f->L)
+        for (int l = 0; l < f->n_layers; l++) {
+            cudaFree(f->L[l].k);
+            cudaFree(f->L[l].v);
+            cudaFree(f->L[l].slot_pos);
+        }
+    void *dev[] = {f->wmem, f->inv_freq_d, f->x_step, f->xb, f->qkv, f->att, f->gu, f->mlp,
+                   f->logits, f->part, f->attn_ws, f->par_d, f->iota, f->x_big, f->scr_k,
+                   f->scr_v, f->scr_pos, f->ids_d};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        cudaFree(dev[i]);
+    if (f->logits_h && f->own_logits_h)
+        cudaFreeHost(f->logits_h);
+    if (f->par_h)
+        cudaFreeHost(f->par_h);
+    lg_blas_destroy(f->blas);
+    if (f->st)
+        cudaStreamDestroy(f->st);
+    free(f->inv_freq_h);
+    free(f->L);
+    free(f);
+}
+
+/* ---------------------------------------------------------------- the single-GPU engine */
+
+int lg_cuda_rows_copy(void *user, int r0, int n, const float *logits, lg_err *err)
 {
     (void)err;
-    copy_rows *c = user;
+    lg_cuda_copy_rows *c = user;
     size_t row = (size_t)c->vocab;
     memcpy(c->out + (c->last_only ? 0 : (size_t)r0 * row), logits, sizeof(float) * n * row);
     return 0;
 }
 
-static int cuda_tokens(void *impl, const int *tokens, int n, long pos0, lg_logits_rows rows,
-                       float *logits, lg_err *err)
-{
-    cuda_fwd *f = impl;
-    if (rows != LG_LOGITS_NONE && !logits)
-        return lg_err_set(err, "forward: logits requested without a buffer");
-    copy_rows c = {logits, f->vocab, rows == LG_LOGITS_LAST};
-    return run(f, tokens, n, pos0, rows, copy_rows_fn, &c, err);
-}
-
-typedef struct nll_rows {
-    const int *tokens; /* the call's tokens: row r predicts tokens[r + 1] */
-    float *nll;
-    int vocab;
-} nll_rows;
-
-/* -log softmax(logits)[target], in double (as the CPU forward). */
-static int nll_rows_fn(void *user, int r0, int n, const float *logits, lg_err *err)
+int lg_cuda_rows_nll(void *user, int r0, int n, const float *logits, lg_err *err)
 {
     (void)err;
-    nll_rows *c = user;
+    lg_cuda_nll_rows *c = user;
     for (int i = 0; i < n; i++) {
         const float *x = logits + (size_t)i * c->vocab;
         float mx = x[0];
@@ -773,6 +927,16 @@ static int nll_rows_fn(void *user, int r0, int n, const float *logits, lg_err *e
     return 0;
 }
 
+static int cuda_tokens(void *impl, const int *tokens, int n, long pos0, lg_logits_rows rows,
+                       float *logits, lg_err *err)
+{
+    cuda_fwd *f = impl;
+    if (rows != LG_LOGITS_NONE && !logits)
+        return lg_err_set(err, "forward: logits requested without a buffer");
+    lg_cuda_copy_rows c = {logits, f->vocab, rows == LG_LOGITS_LAST};
+    return run(f, tokens, n, pos0, rows, lg_cuda_rows_copy, &c, err);
+}
+
 static int cuda_nll(void *impl, const int *tokens, int n, long pos0, float *nll, lg_err *err)
 {
     cuda_fwd *f = impl;
@@ -781,8 +945,8 @@ static int cuda_nll(void *impl, const int *tokens, int n, long pos0, float *nll,
     if (tokens[n - 1] < 0 || tokens[n - 1] >= f->vocab)
         return lg_err_set(err, "nll: token %d at index %d is outside the vocabulary (0..%d)",
                           tokens[n - 1], n - 1, f->vocab - 1);
-    nll_rows c = {tokens, nll, f->vocab};
-    return run(f, tokens, n - 1, pos0, LG_LOGITS_ALL, nll_rows_fn, &c, err);
+    lg_cuda_nll_rows c = {tokens, nll, f->vocab};
+    return run(f, tokens, n - 1, pos0, LG_LOGITS_ALL, lg_cuda_rows_nll, &c, err);
 }
 
 static int cuda_greedy(void *impl, const int *prompt, int n_prompt, int n_new, int *out,
@@ -806,78 +970,27 @@ static int cuda_greedy(void *impl, const int *prompt, int n_prompt, int n_new, i
 
 static void cuda_reset(void *impl)
 {
-    cuda_fwd *f = impl;
-    if (reset_caches(f) != 0 || sync(f) != 0)
-        f->n_pos = -1;
+    lg_cuda_rank_reset(impl);
 }
 
 static long cuda_pos(const void *impl)
 {
-    return ((const cuda_fwd *)impl)->n_pos;
+    return lg_cuda_rank_pos(impl);
 }
 
 static void cuda_kv_bytes(const void *impl, size_t *live, size_t *alloc)
 {
-    const cuda_fwd *f = impl;
-    for (int k = 0; k < 3; k++) {
-        if (live)
-            live[k] = 0;
-        if (alloc)
-            alloc[k] = 0;
-    }
-    size_t row = (size_t)f->kvd * f->esz * 2; /* key and value */
-    long n = f->n_pos > 0 ? f->n_pos : 0;
-    for (int l = 0; l < f->n_layers; l++) {
-        const cuda_layer *L = &f->L[l];
-        if (live)
-            live[L->attn.kind] += (size_t)held_positions(L, n) * row;
-        if (alloc)
-            alloc[L->attn.kind] += (size_t)L->n_slots * row;
-    }
+    lg_cuda_rank_kv_bytes(impl, live, alloc);
 }
 
 static void cuda_mem(const void *impl, lg_engine_mem *out)
 {
-    const cuda_fwd *f = impl;
-    memset(out, 0, sizeof *out);
-    out->weight_dtype = f->dt_name;
-    out->weight_bytes = f->wbytes;
-    out->device_peak = f->used_peak;
-    out->device_total = f->dev_total;
-    out->alloc_peak = f->dev_peak;
-    snprintf(out->device_name, sizeof out->device_name, "%s", f->dev_name);
+    lg_cuda_rank_mem(impl, out);
 }
 
 static void cuda_destroy(void *impl)
 {
-    cuda_fwd *f = impl;
-    if (!f)
-        return;
-    if (f->st)
-        cudaStreamSynchronize(f->st);
-    if (f->graph_state == 1)
-        cudaGraphExecDestroy(f->graph);
-    if (f->L)
-        for (int l = 0; l < f->n_layers; l++) {
-            cudaFree(f->L[l].k);
-            cudaFree(f->L[l].v);
-            cudaFree(f->L[l].slot_pos);
-        }
-    void *dev[] = {f->wmem, f->inv_freq_d, f->x_step, f->xb, f->qkv, f->att, f->gu, f->mlp,
-                   f->logits, f->attn_ws, f->par_d, f->iota, f->x_big, f->scr_k, f->scr_v,
-                   f->scr_pos, f->ids_d};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-        cudaFree(dev[i]);
-    if (f->logits_h)
-        cudaFreeHost(f->logits_h);
-    if (f->par_h)
-        cudaFreeHost(f->par_h);
-    lg_blas_destroy(f->blas);
-    if (f->st)
-        cudaStreamDestroy(f->st);
-    free(f->inv_freq_h);
-    free(f->L);
-    free(f);
+    lg_cuda_rank_free(impl);
 }
 
 static const lg_engine_ops cuda_ops = {
@@ -906,14 +1019,20 @@ static int alloc_state(cuda_fwd *f)
         dalloc(f, &f->att, a * rows * f->qd, "activations") != 0 ||
         dalloc(f, &f->gu, a * rows * 2 * f->ffn, "activations") != 0 ||
         dalloc(f, &f->mlp, a * rows * f->ffn, "activations") != 0 ||
-        dalloc(f, (void **)&f->logits, sizeof(float) * HEAD_ROWS * f->vocab, "logits") != 0 ||
+        dalloc(f, (void **)&f->logits, sizeof(float) * HEAD_ROWS * f->sh.vocab, "logits") != 0 ||
         dalloc(f, (void **)&f->iota, sizeof(int) * f->max_seq, "positions") != 0)
         return -1;
     f->par_cap = 2 * f->S + f->n_layers + f->n_layers * f->S;
     if (dalloc(f, (void **)&f->par_d, sizeof(int) * f->par_cap, "step parameters") != 0)
         return -1;
     LG_CUDA_TRY(cudaMallocHost((void **)&f->par_h, sizeof(int) * f->par_cap));
-    LG_CUDA_TRY(cudaMallocHost((void **)&f->logits_h, sizeof(float) * HEAD_ROWS * f->vocab));
+    if (f->sh.tp > 1 && dalloc(f, (void **)&f->part, sizeof(float) * rows * f->dim,
+                               "partial sums") != 0)
+        return -1;
+    if (!f->logits_h) {
+        LG_CUDA_TRY(cudaMallocHost((void **)&f->logits_h, sizeof(float) * HEAD_ROWS * f->vocab));
+        f->own_logits_h = 1;
+    }
     int *iota = malloc(sizeof(int) * f->max_seq);
     if (!iota)
         return lg_k_fail("out of host memory");
@@ -947,35 +1066,70 @@ static int alloc_state(cuda_fwd *f)
     return dalloc(f, &f->attn_ws, ws, "attention workspace");
 }
 
-int lg_engine_cuda_init(lg_engine *e, const lg_model *m, const lg_engine_opts *opts, lg_err *err)
+cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
+                           const lg_cuda_rank_opts *r, lg_err *err)
 {
+    static const lg_cuda_rank_opts single = {0};
+    if (!r)
+        r = &single;
     int dev_count = 0;
     cudaError_t ce = cudaGetDeviceCount(&dev_count);
     if (ce != cudaSuccess || dev_count == 0) {
         cudaGetLastError();
-        return lg_err_set(err, "--device cuda: no usable GPU (%s)",
-                          ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+        lg_err_set(err, "--device cuda: no usable GPU (%s)",
+                   ce != cudaSuccess ? cudaGetErrorString(ce) : "none found");
+        return NULL;
+    }
+    if (r->device < 0 || r->device >= dev_count) {
+        lg_err_set(err, "cuda engine: GPU %d asked for; this machine has %d", r->device, dev_count);
+        return NULL;
     }
     const char *dt = opts && opts->dtype ? opts->dtype : "f16";
-    if (strcmp(dt, "f16") != 0 && strcmp(dt, "bf16") != 0)
-        return lg_err_set(err, "cuda engine: dtype '%s' (f16 or bf16)", dt);
-    if (m->quant.scheme.method != LG_QUANT_NONE)
-        return lg_err_set(err, "%s: a quantized checkpoint runs on the CPU only (the CUDA engine "
-                               "takes fp16/bf16 weights): use --device cpu", m->dir);
-    if (m->head_dim % 2 != 0 || m->head_dim < 8 || m->head_dim > 256)
-        return lg_err_set(err, "%s: head_dim %d: the CUDA attention takes even sizes 8..256", m->dir,
-                          m->head_dim);
+    if (strcmp(dt, "f16") != 0 && strcmp(dt, "bf16") != 0) {
+        lg_err_set(err, "cuda engine: dtype '%s' (f16 or bf16)", dt);
+        return NULL;
+    }
+    if (m->quant.scheme.method != LG_QUANT_NONE) {
+        lg_err_set(err, "%s: a quantized checkpoint runs on the CPU only (the CUDA engine takes "
+                        "fp16/bf16 weights): use --device cpu", m->dir);
+        return NULL;
+    }
+    if (m->head_dim % 2 != 0 || m->head_dim < 8 || m->head_dim > 256) {
+        lg_err_set(err, "%s: head_dim %d: the CUDA attention takes even sizes 8..256", m->dir,
+                   m->head_dim);
+        return NULL;
+    }
+    int tp = r->tp > 1 ? r->tp : 1;
+    lg_tp_dims dims = lg_tp_dims_of(m);
+    if (lg_tp_check(&dims, tp, err) != 0) {
+        lg_err_prefix(err, "%s", m->dir);
+        return NULL;
+    }
+    if (cudaSetDevice(r->device) != cudaSuccess) {
+        lg_err_set(err, "cuda engine: cannot use GPU %d: %s", r->device,
+                   cudaGetErrorString(cudaGetLastError()));
+        return NULL;
+    }
     cuda_fwd *f = calloc(1, sizeof *f);
-    if (!f)
-        return lg_err_set(err, "cuda engine: out of memory");
+    if (!f) {
+        lg_err_set(err, "cuda engine: out of memory");
+        return NULL;
+    }
     f->m = m;
+    lg_tp_shard_of(&dims, tp, tp > 1 ? r->rank : 0, &f->sh);
+    f->device = r->device;
+    f->comm = r->comm;
+    f->skip_comm = r->skip_comm;
+    f->agree = tp > 1 ? r->agree : NULL;
+    f->agree_ctx = r->agree_ctx;
+    f->logits_h = r->logits_h;
     f->dt = strcmp(dt, "bf16") == 0 ? LG_KDT_BF16 : LG_KDT_F16;
     f->dt_name = f->dt == LG_KDT_BF16 ? "bf16" : "f16";
     f->esz = 2;
     f->dim = m->dim;
-    f->ffn = m->ffn_dim;
-    f->qd = m->n_heads * m->head_dim;
-    f->kvd = m->n_kv_heads * m->head_dim;
+    f->ffn = f->sh.ffn;
+    f->qd = f->sh.n_heads * m->head_dim;
+    f->kvd = f->sh.n_kv_heads * m->head_dim;
     f->qkv_dim = f->qd + 2 * f->kvd;
     f->n_layers = m->n_layers;
     f->vocab = m->vocab_size;
@@ -987,20 +1141,21 @@ int lg_engine_cuda_init(lg_engine *e, const lg_model *m, const lg_engine_opts *o
     for (int l = 0; l < m->n_layers; l++)
         f->all_full &= m->layers[l].kind == LG_ATTN_FULL;
     f->S = f->all_full ? f->P : (MAX_STEP < f->P ? MAX_STEP : f->P);
-    f->shape = (lg_kattn_shape){m->n_heads, m->n_kv_heads, m->head_dim,
+    f->shape = (lg_kattn_shape){f->sh.n_heads, f->sh.n_kv_heads, m->head_dim,
                                 1.0f / sqrtf((float)m->head_dim)};
     f->L = calloc((size_t)m->n_layers, sizeof *f->L);
     f->inv_freq_h = malloc(sizeof(float) * (m->head_dim / 2));
     if (!f->L || !f->inv_freq_h) {
-        cuda_destroy(f);
-        return lg_err_set(err, "cuda engine: out of memory");
+        lg_cuda_rank_free(f);
+        lg_err_set(err, "cuda engine: out of memory");
+        return NULL;
     }
     for (int l = 0; l < m->n_layers; l++) {
         f->L[l].attn = m->layers[l];
         layer_layout(f, &f->L[l]);
     }
     struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+    if (cudaGetDeviceProperties(&prop, f->device) == cudaSuccess)
         snprintf(f->dev_name, sizeof f->dev_name, "%s", prop.name);
     sample_mem(f);
     if (cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking) != cudaSuccess ||
@@ -1008,21 +1163,29 @@ int lg_engine_cuda_init(lg_engine *e, const lg_model *m, const lg_engine_opts *o
         lg_err_set(err, "cuda engine: cannot create a stream or cuBLAS handle: %s",
                    lg_k_last_error()[0] ? lg_k_last_error()
                                         : cudaGetErrorString(cudaGetLastError()));
-        cuda_destroy(f);
-        return -1;
+        lg_cuda_rank_free(f);
+        return NULL;
     }
     if (upload_weights(f, err) != 0) {
-        cuda_destroy(f);
-        return -1;
+        lg_cuda_rank_free(f);
+        return NULL;
     }
     if (alloc_state(f) != 0 || rope_set(f, m->max_pos) != 0 || sync(f) != 0) {
         lg_err_set(err, "%s: cuda engine (max_seq %d): %s", m->dir, f->max_seq, lg_k_last_error());
-        cuda_destroy(f);
-        return -1;
+        lg_cuda_rank_free(f);
+        return NULL;
     }
     if (getenv("LG_CUDA_GRAPH") && strcmp(getenv("LG_CUDA_GRAPH"), "0") == 0)
         f->graph_state = -1;
     sample_mem(f);
+    return f;
+}
+
+int lg_engine_cuda_init(lg_engine *e, const lg_model *m, const lg_engine_opts *opts, lg_err *err)
+{
+    cuda_fwd *f = lg_cuda_rank_new(m, opts, NULL, err);
+    if (!f)
+        return -1;
     e->ops = &cuda_ops;
     e->impl = f;
     return 0;

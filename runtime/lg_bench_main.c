@@ -15,13 +15,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: lg-bench MODEL [--device cpu|cuda] [--ctx N[,N...]] [--decode N] [--dtype f16|bf16]\n"
-"                [--chunk N] [--seed S] [--plan FILE]\n"
+"                [--chunk N] [--seed S] [--plan FILE] [--tp N [--tp-no-comm]]\n"
 "For each context N: a fresh engine (max_seq N + decode), a prompt of N random token ids (BOS\n"
 "first), timed from the call to its last logits on the host (prefill), then --decode greedy tokens\n"
 "(default 32) timed one by one (the median ms/token; 3 untimed tokens first, so that the CUDA\n"
 "engine has captured its decode graph). A short prefill before the timed one loads every kernel.\n"
 "Prints one JSON object per context: times, KV bytes by layer kind (live and allocated), weights,\n"
-"peak device memory; a context that does not fit prints {\"ctx\": N, \"fits\": false, \"error\": ...}.\n");
+"peak device memory; a context that does not fit prints {\"ctx\": N, \"fits\": false, \"error\": ...}.\n"
+"--tp N splits the model over N GPUs (tensor parallel); the JSON then has per-GPU weights and peak\n"
+"memory. --tp-no-comm leaves the all-reduces out (wrong logits): the time a step takes without\n"
+"communication, so that the share spent in all-reduce is 1 - t(no comm) / t.\n");
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
@@ -121,12 +124,20 @@ static int bench_ctx(const lg_model *m, const char *device, const lg_engine_opts
            "\"kv_live\": {\"full\": %zu, \"sink_window\": %zu, \"block_strided\": %zu}, "
            "\"kv_alloc\": {\"full\": %zu, \"sink_window\": %zu, \"block_strided\": %zu}, "
            "\"weights_bytes\": %zu, \"weight_dtype\": \"%s\", \"embed_bytes\": %zu, "
-           "\"tied\": %s, \"device_peak\": %zu, \"alloc_peak\": %zu, \"device_total\": %zu}\n",
+           "\"tied\": %s, \"device_peak\": %zu, \"alloc_peak\": %zu, \"device_total\": %zu, "
+           "\"tp\": %d, \"tp_no_comm\": %s, \"gpu_peak\": [",
            ctx, mem.device_name, t_engine, t_prefill, ctx / t_prefill, median * 1e3, mean * 1e3,
            n_decode, live[0], live[1], live[2], alloc[0], alloc[1], alloc[2], mem.weight_bytes,
            mem.weight_dtype,
            (size_t)m->vocab_size * m->dim * (strcmp(mem.weight_dtype, "f32") == 0 ? 4 : 2),
-           m->tied ? "true" : "false", mem.device_peak, mem.alloc_peak, mem.device_total);
+           m->tied ? "true" : "false", mem.device_peak, mem.alloc_peak, mem.device_total,
+           o.tp > 1 ? o.tp : 1, o.tp_skip_comm ? "true" : "false");
+    for (int g = 0; g < mem.n_devices; g++)
+        printf("%s%zu", g ? ", " : "", mem.dev_peak[g]);
+    printf("], \"gpu_weights\": [");
+    for (int g = 0; g < mem.n_devices; g++)
+        printf("%s%zu", g ? ", " : "", mem.dev_weight_bytes[g]);
+    printf("]}\n");
     fflush(stdout);
     goto done;
 fail:
@@ -143,12 +154,13 @@ done:
 
 int main(int argc, char **argv)
 {
-    enum { O_DEVICE = 256, O_CTX, O_DECODE, O_DTYPE, O_CHUNK, O_SEED, O_PLAN };
+    enum { O_DEVICE = 256, O_CTX, O_DECODE, O_DTYPE, O_CHUNK, O_SEED, O_PLAN, O_TP, O_NOCOMM };
     static const struct option longs[] = {
         {"device", required_argument, 0, O_DEVICE}, {"ctx", required_argument, 0, O_CTX},
         {"decode", required_argument, 0, O_DECODE}, {"dtype", required_argument, 0, O_DTYPE},
         {"chunk", required_argument, 0, O_CHUNK},   {"seed", required_argument, 0, O_SEED},
         {"plan", required_argument, 0, O_PLAN},     {"help", no_argument, 0, 'h'},
+        {"tp", required_argument, 0, O_TP},         {"tp-no-comm", no_argument, 0, O_NOCOMM},
         {0, 0, 0, 0}};
     const char *device = "cpu", *ctx_list = "4096", *plan = NULL;
     lg_engine_opts eo = {0};
@@ -174,6 +186,15 @@ int main(int argc, char **argv)
             rng_state ^= (uint64_t)v * 0x9E3779B97F4A7C15ull;
             break;
         case O_PLAN: plan = optarg; break;
+        case O_TP: {
+            lg_err terr;
+            if (lg_engine_parse_tp(optarg, &eo.tp, &terr) != 0) {
+                fprintf(stderr, "lg-bench: %s\n", terr.msg);
+                return 2;
+            }
+            break;
+        }
+        case O_NOCOMM: eo.tp_skip_comm = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -1,6 +1,7 @@
 /* lg-eval: verify a model against a transformers reference, measure perplexity, tokenize. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "model.h"
 #include "package.h"
 #include "perplexity.h"
+#include "safetensors.h"
 #include "tokenizer.h"
 #include "verify.h"
 
@@ -19,8 +21,12 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: lg-eval verify MODEL --reference FILE [--max-rel-err E] [--json] [--device cpu|cuda]\n"
+"                     [--tp N]\n"
 "       lg-eval ppl MODEL --text FILE [--text FILE...] [--ctx N] [--json] [--device cpu|cuda]\n"
+"                     [--tp N]\n"
 "       lg-eval tokenize MODEL --text STRING | --decode IDS\n"
+"       lg-eval reference MODEL -o OUT.safetensors (--ids-from REF | --random N) [--greedy N]\n"
+"                     [--device cpu|cuda] [--tp N]\n"
 "\n"
 "verify   runs the reference's input_ids and compares logits (relative error ||out-ref||/||ref||,\n"
 "         max abs error, argmax agreement), perplexity from its nll, and the greedy continuation;\n"
@@ -29,10 +35,15 @@ static void usage(FILE *f)
 "ppl      tokenizes each file with BOS, concatenates, and scores windows of ctx+1 tokens every ctx\n"
 "         tokens (default ctx: the model's max_position_embeddings, at most 4096)\n"
 "tokenize prints the ids (BOS first) of STRING as a JSON array, or decodes a list like '[1,15043]'\n"
+"reference writes this run's logits, nll and greedy continuation (default 32 tokens) of the input\n"
+"         ids of REF, or of N random ids (BOS first, fixed seed), in verify's reference format: a\n"
+"         later `verify --reference OUT` on another device or --tp compares against this run\n"
 "MODEL is a checkpoint directory (a LongGen checkpoint, or a plain HF one: every layer full),\n"
 "      or a .lgpkg package (unpacked and verified once into $XDG_CACHE_HOME/longgen or ~/.cache/longgen).\n"
 "--plan FILE applies a longgen_plan.json to the model instead of its config's plan.\n"
-"--device cuda runs the GPU forward pass (fp16 weights and activations), when built with CUDA.\n");
+"--device cuda runs the GPU forward pass (fp16 weights and activations), when built with CUDA.\n"
+"--tp N splits the model over N GPUs (tensor parallel over NCCL; with --device cuda). N must divide\n"
+"      the attention heads and the key/value heads.\n");
     fprintf(f, "\nlong-context evaluations (lg-eval needle|passkey --help, lg-eval ppl --by-position --help):\n%s",
             lg_long_eval_usage);
     fprintf(f, "\nquantization (lg-eval quant-report --help):\n%s", lg_quant_report_usage);
@@ -41,6 +52,7 @@ static void usage(FILE *f)
 typedef struct common_opts {
     const char *model, *plan, *device;
     int json;
+    int tp;
 } common_opts;
 
 static lg_model *open_model(const common_opts *c, lg_err *err)
@@ -57,7 +69,8 @@ static int cmd_verify(const common_opts *c, const char *ref, double max_rel)
 {
     lg_err err;
     lg_model *m = open_model(c, &err);
-    lg_engine *s = m ? lg_engine_new(m, c->device, NULL, &err) : NULL;
+    lg_engine_opts eo = {.tp = c->tp};
+    lg_engine *s = m ? lg_engine_new(m, c->device, &eo, &err) : NULL;
     lg_verify_result r;
     if (max_rel < 0) /* fp16 rounding of weights and activations: ~1e-3 against float32 */
         max_rel = c->device && strcmp(c->device, "cuda") == 0 ? 2e-3 : 1e-4;
@@ -150,6 +163,73 @@ fail:
     return -1;
 }
 
+/* N ids: BOS, then xorshift draws over the vocabulary past the special ids (the same every run). */
+static int *random_ids(const lg_model *m, int n)
+{
+    int *ids = malloc(sizeof(int) * (size_t)n);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; ids && i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ids[i] = i == 0 && m->bos_id >= 0 ? m->bos_id : 3 + (int)(x % (uint64_t)(m->vocab_size - 3));
+    }
+    return ids;
+}
+
+/* The input_ids of a reference file. */
+static int *ids_from(const char *path, int vocab, int *n, lg_err *err)
+{
+    lg_st_file *f = lg_st_open(path, err);
+    if (!f)
+        return NULL;
+    const lg_st_tensor *t = lg_st_find(f, "input_ids");
+    int *ids = NULL;
+    if (!t || t->dtype != LG_DT_I32 || t->ndim != 1 || t->shape[0] < 2 || t->shape[0] > (1 << 24))
+        lg_err_set(err, "%s: no I32 vector 'input_ids' of at least 2 ids", path);
+    else if (!(ids = malloc(sizeof(int) * (size_t)t->shape[0])))
+        lg_err_set(err, "out of memory");
+    for (int64_t i = 0; ids && i < t->shape[0]; i++) {
+        int32_t v;
+        memcpy(&v, (const char *)t->data + 4 * i, 4);
+        if (v < 0 || v >= vocab) {
+            lg_err_set(err, "%s: input_ids[%lld] = %d is outside the vocabulary (%d)", path,
+                       (long long)i, v, vocab);
+            free(ids);
+            ids = NULL;
+            break;
+        }
+        ids[i] = v;
+        *n = (int)t->shape[0];
+    }
+    lg_st_close(f);
+    return ids;
+}
+
+static int cmd_reference(const common_opts *c, const char *out, const char *from, long n_random,
+                         long n_greedy)
+{
+    lg_err err;
+    lg_model *m = open_model(c, &err);
+    int n = (int)n_random, *ids = NULL;
+    if (m)
+        ids = from ? ids_from(from, m->vocab_size, &n, &err) : random_ids(m, n);
+    if (m && !ids && !from)
+        lg_err_set(&err, "out of memory");
+    lg_engine_opts eo = {.max_seq = n + (int)n_greedy + 1, .tp = c->tp};
+    lg_engine *s = ids ? lg_engine_new(m, c->device, &eo, &err) : NULL;
+    int rc = s ? lg_verify_write_reference(s, m->vocab_size, ids, n, (int)n_greedy, out, &err) : -1;
+    if (rc != 0)
+        fprintf(stderr, "lg-eval reference: %s\n", err.msg);
+    else
+        fprintf(stderr, "lg-eval reference: %s: %d input ids, %ld greedy tokens (%s)\n", out, n,
+                n_greedy, lg_engine_device(s));
+    free(ids);
+    lg_engine_free(s);
+    lg_model_free(m);
+    return rc ? 1 : 0;
+}
+
 static int cmd_ppl(const common_opts *c, const char **files, int n_files, long ctx)
 {
     lg_err err;
@@ -165,7 +245,7 @@ static int cmd_ppl(const common_opts *c, const char **files, int n_files, long c
     }
     if (ctx == 0)
         ctx = m->max_pos < 4096 ? m->max_pos : 4096;
-    lg_engine_opts eo = {.max_seq = (int)ctx + 1};
+    lg_engine_opts eo = {.max_seq = (int)ctx + 1, .tp = c->tp};
     lg_engine *s = lg_engine_new(m, c->device, &eo, &err);
     lg_ppl_result r;
     int rc = s ? lg_ppl_run(s, ids, n, (int)ctx, 1, &r, &err) : -1;
@@ -257,14 +337,20 @@ int main(int argc, char **argv)
         return lg_long_eval_main(argc, argv);
     if (strcmp(cmd, "quant-report") == 0) /* two models: quant_report.c */
         return lg_quant_report_main(argc - 1, argv + 1);
-    enum { O_REF = 256, O_MAXREL, O_JSON, O_DEVICE, O_TEXT, O_CTX, O_DECODE, O_PLAN };
+    enum { O_REF = 256, O_MAXREL, O_JSON, O_DEVICE, O_TEXT, O_CTX, O_DECODE, O_PLAN, O_TP,
+           O_IDS_FROM, O_RANDOM, O_GREEDY };
     static const struct option longs[] = {
         {"reference", required_argument, 0, O_REF}, {"max-rel-err", required_argument, 0, O_MAXREL},
         {"json", no_argument, 0, O_JSON}, {"device", required_argument, 0, O_DEVICE},
         {"text", required_argument, 0, O_TEXT}, {"ctx", required_argument, 0, O_CTX},
         {"decode", required_argument, 0, O_DECODE}, {"plan", required_argument, 0, O_PLAN},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tp", required_argument, 0, O_TP}, {"ids-from", required_argument, 0, O_IDS_FROM},
+        {"random", required_argument, 0, O_RANDOM}, {"greedy", required_argument, 0, O_GREEDY},
+        {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *out = NULL, *ids_from_path = NULL;
+    long n_random = 0, n_greedy = 32;
     common_opts c = {0};
+    lg_err aerr;
     const char *ref = NULL, *decode = NULL;
     const char **texts = calloc((size_t)argc, sizeof *texts);
     int n_texts = 0, opt;
@@ -272,7 +358,7 @@ int main(int argc, char **argv)
     long ctx = 0;
     char *end;
     optind = 2;
-    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ho:", longs, NULL)) != -1) {
         switch (opt) {
         case O_REF: ref = optarg; break;
         case O_MAXREL:
@@ -294,6 +380,28 @@ int main(int argc, char **argv)
             break;
         case O_DECODE: decode = optarg; break;
         case O_PLAN: c.plan = optarg; break;
+        case 'o': out = optarg; break;
+        case O_IDS_FROM: ids_from_path = optarg; break;
+        case O_RANDOM:
+        case O_GREEDY: {
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end || v < (opt == O_RANDOM ? 2 : 0) || v > (1L << 20)) {
+                fprintf(stderr, "lg-eval: --%s '%s' must be a whole number from %d to %ld\n",
+                        opt == O_RANDOM ? "random" : "greedy", optarg, opt == O_RANDOM ? 2 : 0,
+                        1L << 20);
+                free(texts);
+                return 2;
+            }
+            *(opt == O_RANDOM ? &n_random : &n_greedy) = v;
+            break;
+        }
+        case O_TP:
+            if (lg_engine_parse_tp(optarg, &c.tp, &aerr) != 0) {
+                fprintf(stderr, "lg-eval: %s\n", aerr.msg);
+                free(texts);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -318,6 +426,8 @@ int main(int argc, char **argv)
         rc = cmd_verify(&c, ref, max_rel);
     else if (strcmp(cmd, "ppl") == 0 && n_texts > 0)
         rc = cmd_ppl(&c, texts, n_texts, ctx);
+    else if (strcmp(cmd, "reference") == 0 && out && (ids_from_path != NULL) != (n_random > 0))
+        rc = cmd_reference(&c, out, ids_from_path, n_random, n_greedy);
     else if (strcmp(cmd, "tokenize") == 0 && (n_texts == 1 || decode))
         rc = cmd_tokenize(&c, n_texts ? texts[0] : NULL, decode);
     else {
@@ -325,7 +435,8 @@ int main(int argc, char **argv)
                 strcmp(cmd, "verify") == 0 ? "--reference FILE"
                 : strcmp(cmd, "ppl") == 0 ? "--text FILE"
                 : strcmp(cmd, "tokenize") == 0 ? "--text STRING or --decode IDS"
-                : "a known command: verify, ppl, tokenize");
+                : strcmp(cmd, "reference") == 0 ? "-o OUT and one of --ids-from REF, --random N"
+                : "a known command: verify, ppl, tokenize, reference");
         rc = 2;
     }
     free(texts);

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 "  --seed S            random seed for sampling (default 42)\n"
 "  --plan FILE         apply a longgen_plan.json instead of the config's plan\n"
 "  --device D          cpu (float32, default) or cuda (fp16 on the GPU, when built with CUDA)\n"
+"  --tp N              with --device cuda: split the model over N GPUs (tensor parallel, NCCL)\n"
 "MODEL is a checkpoint directory, or a .lgpkg package (unpacked and verified once into\n"
 "$XDG_CACHE_HOME/longgen or ~/.cache/longgen).\n"
 "Prints the prompt and the generation as they come, then prompt and generation tokens/s on stderr.\n");
@@ -59,13 +60,16 @@ static int stream_text(const lg_tokenizer *t, const int *ids, int n, size_t *sho
 
 int main(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_SEED, O_DEVICE, O_PLAN };
+    enum { O_TEMP = 256, O_TOPP, O_SEED, O_DEVICE, O_PLAN, O_TP };
     static const struct option longs[] = {
         {"prompt", required_argument, 0, 'p'}, {"tokens", required_argument, 0, 'n'},
         {"temp", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
         {"seed", required_argument, 0, O_SEED}, {"device", required_argument, 0, O_DEVICE},
-        {"plan", required_argument, 0, O_PLAN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"plan", required_argument, 0, O_PLAN}, {"tp", required_argument, 0, O_TP},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *prompt = NULL, *device = "cpu", *plan = NULL;
+    int tp = 1;
+    lg_err err;
     double n_new = 128, temp = 0, top_p = 0.9, seed = 42;
     int opt;
     while ((opt = getopt_long(argc, argv, "p:n:h", longs, NULL)) != -1) {
@@ -78,6 +82,10 @@ int main(int argc, char **argv)
         case O_SEED: bad = parse_num("--seed", optarg, 0, 1e15, &seed); break;
         case O_DEVICE: device = optarg; break;
         case O_PLAN: plan = optarg; break;
+        case O_TP:
+            if ((bad = lg_engine_parse_tp(optarg, &tp, &err)) != 0)
+                fprintf(stderr, "lg-run: %s\n", err.msg);
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -88,7 +96,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "lg-run: give one MODEL directory and -p PROMPT (--help for usage)\n");
         return 2;
     }
-    lg_err err;
     if (lg_engine_check_device(device, &err) != 0) {
         fprintf(stderr, "lg-run: %s\n", err.msg);
         return 2;
@@ -114,7 +121,7 @@ int main(int argc, char **argv)
         goto done;
     }
     int total = n_prompt + (int)n_new;
-    lg_engine_opts eo = {.max_seq = total};
+    lg_engine_opts eo = {.max_seq = total, .tp = tp};
     s = lg_engine_new(m, device, &eo, &err);
     ids = realloc(ids, sizeof(int) * (size_t)total);
     logits = malloc(sizeof(float) * (size_t)m->vocab_size);
@@ -158,9 +165,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "kv cache: full %.3f MB, sink_window %.3f MB, block_strided %.3f MB held "
                 "(%.3f MB allocated)", live[0] / 1e6, live[1] / 1e6, live[2] / 1e6,
                 (alloc[0] + alloc[1] + alloc[2]) / 1e6);
+        for (int g = 0; g < mem.n_devices; g++)
+            fprintf(stderr, "%s%.2f GiB", g == 0 ? "; device memory peak " : ", ",
+                    mem.dev_peak[g] / 1073741824.0);
         if (mem.device_total)
-            fprintf(stderr, "; device memory peak %.2f GiB of %.2f", mem.device_peak / 1073741824.0,
-                    mem.device_total / 1073741824.0);
+            fprintf(stderr, " (of %.2f GiB%s)", mem.device_total / 1073741824.0,
+                    mem.n_devices > 1 ? " each" : "");
         fprintf(stderr, "\n");
     }
 done:

@@ -191,3 +191,72 @@ int lg_verify_run(lg_engine *s, int model_vocab, const char *ref_path, lg_verify
     lg_st_close(f);
     return rc;
 }
+
+/* ---------------------------------------------------------------- writing a reference */
+
+/* One tensor of the reference file. */
+typedef struct ref_part {
+    const char *name;
+    lg_dtype dt;
+    int ndim;
+    int64_t shape[2];
+    const void *data;
+    size_t bytes;
+} ref_part;
+
+int lg_verify_write_reference(lg_engine *s, int vocab, const int *ids, int n, int n_greedy,
+                              const char *path, lg_err *err)
+{
+    if (n < 2 || n_greedy < 0 || n_greedy > (1 << 20))
+        return lg_err_set(err, "reference: %d input ids and %d greedy tokens (at least 2 ids)", n,
+                          n_greedy);
+    float *logits = malloc(sizeof(float) * (size_t)n * vocab);
+    float *nll = malloc(sizeof(float) * (size_t)(n - 1));
+    int32_t *in = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *greedy = malloc(sizeof(int32_t) * (size_t)(n_greedy ? n_greedy : 1));
+    int *out = malloc(sizeof(int) * (size_t)(n_greedy ? n_greedy : 1));
+    int rc = logits && nll && in && greedy && out ? 0 : lg_err_set(err, "reference: out of memory");
+    /* the logits in chunks as compare_logits reads them, so both see the same calls */
+    for (int r0 = 0; rc == 0 && r0 < n; r0 += VERIFY_CHUNK) {
+        int c = n - r0 < VERIFY_CHUNK ? n - r0 : VERIFY_CHUNK;
+        rc = lg_engine_tokens(s, ids + r0, c, r0, LG_LOGITS_ALL, logits + (size_t)r0 * vocab, err);
+    }
+    if (rc == 0)
+        rc = lg_engine_nll(s, ids, n, 0, nll, err);
+    if (rc == 0 && n_greedy > 0)
+        rc = lg_engine_greedy(s, ids, n, n_greedy, out, err);
+    for (int i = 0; rc == 0 && i < n; i++)
+        in[i] = ids[i];
+    for (int i = 0; rc == 0 && i < n_greedy; i++)
+        greedy[i] = out[i];
+    int32_t plen = n;
+    ref_part parts[] = {
+        {"input_ids", LG_DT_I32, 1, {n, 0}, in, sizeof(int32_t) * (size_t)n},
+        {"logits", LG_DT_F32, 2, {n, vocab}, logits, sizeof(float) * (size_t)n * vocab},
+        {"nll", LG_DT_F32, 1, {n - 1, 0}, nll, sizeof(float) * (size_t)(n - 1)},
+        {"greedy_ids", LG_DT_I32, 1, {n_greedy, 0}, greedy, sizeof(int32_t) * (size_t)n_greedy},
+        {"greedy_prompt_len", LG_DT_I32, 1, {1, 0}, &plen, sizeof plen},
+    };
+    int n_parts = n_greedy > 0 ? 5 : 3;
+    lg_st_writer *w = rc == 0 ? lg_st_writer_create(path, err) : NULL;
+    if (rc == 0 && !w)
+        rc = -1;
+    if (rc == 0)
+        rc = lg_st_writer_meta(w, "made_by", "lg-eval reference", err);
+    for (int i = 0; rc == 0 && i < n_parts; i++)
+        rc = lg_st_writer_add(w, parts[i].name, parts[i].dt, parts[i].ndim, parts[i].shape, err);
+    if (rc == 0)
+        rc = lg_st_writer_begin(w, err);
+    for (int i = 0; rc == 0 && i < n_parts; i++)
+        rc = lg_st_writer_write(w, parts[i].data, parts[i].bytes, err);
+    if (rc == 0)
+        rc = lg_st_writer_finish(w, err);
+    else if (w)
+        lg_st_writer_abort(w);
+    free(logits);
+    free(nll);
+    free(in);
+    free(greedy);
+    free(out);
+    return rc;
+}

@@ -21,4 +21,10 @@ typedef struct lg_verify_result {
 int lg_verify_run(lg_engine *s, int vocab, const char *ref_path, lg_verify_result *r,
                   lg_err *err);
 
+/* Writes a reference file in the format above from this engine's run of ids[0..n): logits of every
+ * row, nll, and (n_greedy > 0) the greedy continuation of the whole input, so that another run
+ * (another device, --tp) can be verified against this one. Atomic: path appears complete or not. */
+int lg_verify_write_reference(lg_engine *s, int vocab, const int *ids, int n, int n_greedy,
+                              const char *path, lg_err *err);
+
 #endif

@@ -29,27 +29,7 @@ fi
 
 work=$(mktemp -d /tmp/lg-device-check-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# finds NAME: sets src (checkpoint dir), ref, plan (may be empty)
-locate() {
-  local n=$1 d
-  plan=""
-  for d in "${LG_FIXTURES:-/nonexistent}" ../shared/fixtures models; do
-    if [ -f "$d/$n/reference.safetensors" ]; then
-      src=$d/$n ref=$d/$n/reference.safetensors
-      [ -f "$d/$n/longgen_plan.json" ] && plan=$d/$n/longgen_plan.json
-      return 0
-    fi
-  done
-  for d in .device/fx-*; do
-    if [ -f "$d/$n.lgpkg" ]; then
-      "$B"/lg-unpack "$d/$n.lgpkg" -o "$work/$n.src" -q || return 1
-      src=$work/$n.src ref=$d/$n.reference.safetensors
-      [ -f "$d/$n.longgen_plan.json" ] && plan=$d/$n.longgen_plan.json
-      return 0
-    fi
-  done
-  return 1
-}
+source scripts/device-fixtures.sh
 
 rows=()
 notes=()
@@ -62,8 +42,7 @@ for n in "${fixtures[@]}"; do
     continue
   fi
   out=$work/$n
-  if [ -n "$plan" ]; then how=(--plan "$plan"); else how=(--full-layers all); fi
-  "$B"/lg-convert "$src" -o "$out" -q --rope keep "${how[@]}" || { status=1; continue; }
+  convert_fixture "$n" "$out" || { status=1; continue; }
   if [ $checked_st = 0 ] && command -v python3 > /dev/null; then
     checked_st=1
     python3 - "$out" <<'EOF' || status=1

@@ -20,6 +20,7 @@ int lg_register_quant_tests(void);
 int lg_register_crash_safety_tests(void);
 int lg_register_fuzz_regressions_tests(void);
 int lg_register_ops_cpu_tests(void);
+int lg_register_tp_tests(void);
 
 static const lg_suite_register_fn suites[] = {
     lg_register_dtype_tests,
@@ -37,6 +38,7 @@ static const lg_suite_register_fn suites[] = {
     lg_register_crash_safety_tests,
     lg_register_fuzz_regressions_tests,
     lg_register_ops_cpu_tests,
+    lg_register_tp_tests,
 };
 
 int main(int argc, char **argv)
