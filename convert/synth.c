@@ -1,9 +1,11 @@
 #include "synth.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "convert.h"
@@ -93,6 +95,64 @@ static void fill_random(void *buf, lg_dtype dt, size_t n, int is_norm, uint64_t 
     }
 }
 
+/* Values are drawn in blocks of SUB elements, each from its own generator seeded by (seed, tensor,
+ * offset): the bytes depend on the seed alone, not on how many threads fill them. */
+#define SUB ((size_t)1 << 16)
+
+static uint64_t splitmix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+typedef struct fill_job {
+    void *buf;
+    lg_dtype dt;
+    size_t n;         /* elements in buf */
+    uint64_t first;   /* tensor element of buf[0] (a multiple of SUB) */
+    uint64_t tensor_seed;
+    int is_norm;
+    int part, parts;  /* this thread fills blocks part, part + parts, ... */
+} fill_job;
+
+static void *fill_part(void *arg)
+{
+    const fill_job *j = arg;
+    size_t esz = lg_dtype_size(j->dt);
+    for (size_t b = (size_t)j->part * SUB; b < j->n; b += (size_t)j->parts * SUB) {
+        uint64_t state = splitmix(j->tensor_seed ^ splitmix(j->first + b)) | 1;
+        size_t n = j->n - b < SUB ? j->n - b : SUB;
+        fill_random((char *)j->buf + b * esz, j->dt, n, j->is_norm, &state);
+    }
+    return NULL;
+}
+
+/* Fills buf (n elements from tensor element `first`) on up to 16 threads. */
+static void fill_parallel(void *buf, lg_dtype dt, size_t n, uint64_t first, uint64_t tensor_seed,
+                          int is_norm)
+{
+    enum { MAX_THREADS = 16 };
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int parts = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
+    if ((size_t)parts * SUB > n)
+        parts = (int)((n + SUB - 1) / SUB);
+    fill_job jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int p = 0; p < parts; p++) {
+        jobs[p] = (fill_job){buf, dt, n, first, tensor_seed, is_norm, p, parts};
+        started[p] = p > 0 && pthread_create(&th[p], NULL, fill_part, &jobs[p]) == 0;
+    }
+    for (int p = 0; p < parts; p++)
+        if (!started[p]) /* this thread's share, and any a thread could not take */
+            fill_part(&jobs[p]);
+    for (int p = 1; p < parts; p++)
+        if (started[p])
+            pthread_join(th[p], NULL);
+}
+
 static int write_synth_shard(const lg_synth_opts *o, const char *dir, const lg_tensor_spec *specs,
                              int first, int last, int shard, int n_shards, void *buf,
                              size_t buf_elems, lg_progress *pg, uint64_t *done, lg_err *err)
@@ -114,7 +174,7 @@ static int write_synth_shard(const lg_synth_opts *o, const char *dir, const lg_t
     for (int i = first; i < last && rc == 0; i++) {
         uint64_t nelem;
         lg_shape_nelem(specs[i].ndim, specs[i].shape, &nelem);
-        uint64_t state = (o->seed + 1) * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)i << 32 | 0x5bd1e995u);
+        uint64_t tensor_seed = splitmix((o->seed + 1) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)i);
         int is_norm = strstr(specs[i].name, "norm") != NULL;
         for (uint64_t k = 0; k < nelem && rc == 0; k += buf_elems) {
             if (lg_convert_interrupted) {
@@ -122,7 +182,7 @@ static int write_synth_shard(const lg_synth_opts *o, const char *dir, const lg_t
                 break;
             }
             size_t n = nelem - k < buf_elems ? (size_t)(nelem - k) : buf_elems;
-            fill_random(buf, o->dtype, n, is_norm, &state);
+            fill_parallel(buf, o->dtype, n, k, tensor_seed, is_norm);
             rc = lg_st_writer_write(w, buf, n * esz, err);
             *done += n * esz;
             lg_progress_update(pg, *done);

@@ -7,6 +7,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "gemv.h"
+#include "gemv_quant.h"
 #include "attention.h"
 
 #endif

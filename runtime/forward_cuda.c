@@ -31,12 +31,19 @@
             return -1;                                                                            \
     } while (0)
 
+/* A matrix [rows, cols] (HF [out, in] layout) on the device: activation dtype, or quantized as the
+ * checkpoint stores it (q.method != 0; kernels/gemv_quant.h). */
+typedef struct cuda_mat {
+    const void *w;
+    lg_kqmat q;
+} cuda_mat;
+
 typedef struct cuda_layer {
     lg_layer_attn attn;
     lg_kmask mask;
     lg_kv_layout lay;
     int n_slots;
-    const void *wqkv, *wo, *wgu, *wdown; /* act dtype, HF [out, in] layout */
+    cuda_mat qkv, o, gu, down; /* q|k|v and gate|up stacked */
     const float *attn_norm, *mlp_norm;
     void *k, *v;    /* [n_slots, kv_dim] */
     int *slot_pos;  /* [n_slots]: the position each slot holds, -1 for none */
@@ -69,7 +76,9 @@ struct cuda_fwd {
     /* weights: one allocation */
     void *wmem;
     size_t wbytes;
-    const void *embed, *lm_head;
+    cuda_mat embed, lm_head;
+    void *deq;          /* a quantized matrix dequantized for a product of many rows */
+    size_t deq_bytes;
     const float *final_norm;
     cuda_layer *L;
 
@@ -197,86 +206,205 @@ static int upload_tensor(upload *u, void *dst, lg_dtype dst_dt, const lg_st_tens
     return 0;
 }
 
-/* One tensor of the checkpoint and where it goes in the weights allocation. */
-typedef struct weight_ref {
-    const lg_st_tensor *t;
-    lg_dtype dt;
-    lg_tp_block b; /* the part this rank holds */
-    size_t off;
-} weight_ref;
-
-/* Per layer, in this order (W_* indices into a layer's 9 refs). */
-enum { W_ATTN_NORM, W_MLP_NORM, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_PER_LAYER };
-
-/* The model's tensors, shapes checked: embedding, 9 per layer, final norm, lm_head unless tied.
- * Matrices in the activation dtype, norms in float32; of each, the block this rank holds. */
-static int list_weights(cuda_fwd *f, const lg_checkpoint *ck, weight_ref *w, int *nw, lg_err *err)
+/* Copies n bytes from host src to dst unchanged (a quantized matrix's parts). */
+static int upload_bytes(upload *u, void *dst, const void *src, size_t n)
 {
-    const lg_model *m = f->m;
-    lg_dtype adt = f->dt == LG_KDT_BF16 ? LG_DT_BF16 : LG_DT_F16;
-    lg_tp_dims d = lg_tp_dims_of(m);
-    int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
-    int k = 0;
-    char name[256];
-#define NEED(nm, r, rw, c, cw, dtype, part)                                                       \
-    do {                                                                                          \
-        const lg_st_tensor *t_ = lg_model_need_tensor(ck, nm, r, rw, c, cw, err);                 \
-        if (!t_)                                                                                  \
-            return -1;                                                                            \
-        w[k].t = t_;                                                                              \
-        lg_tp_weight_block(&d, &f->sh, part, &w[k].b);                                            \
-        w[k++].dt = dtype;                                                                        \
-    } while (0)
-#define LAYER(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-    NEED("model.embed_tokens.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt,
-         LG_TPW_EMBED);
-    for (int l = 0; l < m->n_layers; l++) {
-        NEED(LAYER("input_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32,
-             LG_TPW_NORM);
-        NEED(LAYER("post_attention_layernorm.weight"), m->dim, "hidden_size", -1, NULL, LG_DT_F32,
-             LG_TPW_NORM);
-        NEED(LAYER("self_attn.q_proj.weight"), qd, "num_attention_heads * head_dim", m->dim,
-             "hidden_size", adt, LG_TPW_Q);
-        NEED(LAYER("self_attn.k_proj.weight"), kvd, "num_key_value_heads * head_dim", m->dim,
-             "hidden_size", adt, LG_TPW_K);
-        NEED(LAYER("self_attn.v_proj.weight"), kvd, "num_key_value_heads * head_dim", m->dim,
-             "hidden_size", adt, LG_TPW_V);
-        NEED(LAYER("self_attn.o_proj.weight"), m->dim, "hidden_size", qd,
-             "num_attention_heads * head_dim", adt, LG_TPW_O);
-        NEED(LAYER("mlp.gate_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
-             adt, LG_TPW_GATE);
-        NEED(LAYER("mlp.up_proj.weight"), m->ffn_dim, "intermediate_size", m->dim, "hidden_size",
-             adt, LG_TPW_UP);
-        NEED(LAYER("mlp.down_proj.weight"), m->dim, "hidden_size", m->ffn_dim, "intermediate_size",
-             adt, LG_TPW_DOWN);
+    for (size_t done = 0; done < n;) {
+        size_t c = n - done < STAGE_BYTES ? n - done : STAGE_BYTES;
+        int b = u->turn;
+        u->turn ^= 1;
+        LG_CUDA_TRY(cudaEventSynchronize(u->done[b]));
+        memcpy(u->stage[b], (const char *)src + done, c);
+        LG_CUDA_TRY(cudaMemcpyAsync((char *)dst + done, u->stage[b], c, cudaMemcpyHostToDevice,
+                                    u->st));
+        LG_CUDA_TRY(cudaEventRecord(u->done[b], u->st));
+        done += c;
     }
-    NEED("model.norm.weight", m->dim, "hidden_size", -1, NULL, LG_DT_F32, LG_TPW_NORM);
-    if (!m->tied)
-        NEED("lm_head.weight", m->vocab_size, "vocab_size", m->dim, "hidden_size", adt,
-             LG_TPW_LM_HEAD);
-#undef NEED
-#undef LAYER
-    *nw = k;
     return 0;
 }
 
-/* Offsets in one allocation, each tensor 256-byte aligned, except that k and v follow q, and up
- * follows gate, directly: q|k|v and gate|up are stacked matrices, one product each. */
-static size_t lay_out_weights(weight_ref *w, int nw, int n_layers)
+/* One piece of the weights allocation: a float tensor's block converted to dt, or (t NULL) the
+ * bytes of a quantized matrix's part; `stack` places it right after the previous piece (stacked
+ * matrices q|k|v and gate|up, part by part), and its device address goes to *slot. */
+typedef struct weight_ref {
+    const lg_st_tensor *t;
+    lg_dtype dt;
+    lg_tp_block b;   /* the part this rank holds */
+    const void *raw; /* t NULL: raw_bytes bytes from here */
+    size_t raw_bytes;
+    int stack;
+    const void **slot;   /* a matrix's address, or */
+    const float **fslot; /* a norm's */
+    size_t off;
+} weight_ref;
+
+typedef struct weight_list {
+    weight_ref *w;
+    int n, cap;
+    lg_dtype adt;    /* the activation dtype */
+    lg_tp_dims dims;
+} weight_list;
+
+static weight_ref *add_ref(weight_list *l, lg_err *err)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        weight_ref *w = realloc(l->w, sizeof *w * (size_t)cap);
+        if (!w) {
+            lg_err_set(err, "out of memory");
+            return NULL;
+        }
+        l->w = w;
+        l->cap = cap;
+    }
+    weight_ref *r = &l->w[l->n++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static size_t ref_bytes(const weight_ref *r)
+{
+    return r->t ? (size_t)lg_tp_block_elems(&r->b) * lg_dtype_size(r->dt) : r->raw_bytes;
+}
+
+/* A float vector (norm) in float32, on every rank. */
+static int add_norm(cuda_fwd *f, weight_list *l, const lg_checkpoint *ck, const char *name,
+                    const float **slot, lg_err *err)
+{
+    const lg_st_tensor *t = lg_model_need_tensor(ck, name, f->m->dim, "hidden_size", -1, NULL, err);
+    weight_ref *r = t ? add_ref(l, err) : NULL;
+    if (!r)
+        return -1;
+    r->t = t;
+    r->dt = LG_DT_F32;
+    lg_tp_weight_block(&l->dims, &f->sh, LG_TPW_NORM, &r->b);
+    r->fslot = slot;
+    return 0;
+}
+
+/* One matrix of a stacked group (1 to 3 matrices of the same width, one product). */
+typedef struct mat_spec {
+    const char *name;
+    int64_t rows;
+    const char *rows_what;
+    lg_tp_weight part;
+} mat_spec;
+
+/* The matrices of specs[0..n) stacked into *mat: float blocks converted to the activation dtype,
+ * or, in a quantized checkpoint, their parts as stored (codes of all, then scales, then mins). */
+static int add_matrices(cuda_fwd *f, weight_list *l, const lg_checkpoint *ck, const mat_spec *specs,
+                        int n, int64_t cols, const char *cols_what, cuda_mat *mat, lg_err *err)
+{
+    const lg_model *m = f->m;
+    lg_quant_tensor qt[3];
+    int n_quant = 0;
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        if (m->quant.scheme.method != LG_QUANT_NONE &&
+            (found = lg_quant_tensor_find(ck, specs[i].name, &m->quant.scheme, specs[i].rows, cols,
+                                          &qt[i], err)) < 0)
+            return -1;
+        n_quant += found;
+    }
+    if (n_quant > 0 && (n_quant < n || f->sh.tp > 1 || f->dt != LG_KDT_F16 ||
+                        specs[0].part == LG_TPW_EMBED))
+        return lg_err_set(err, "'%s': the CUDA engine takes quantized matrices on one GPU, in f16, "
+                               "%s (here: %s): convert with --quant-exclude for it, or use --device "
+                               "cpu", specs[0].name, "every matrix of a stacked product quantized "
+                               "alike and the embedding in float",
+                          n_quant < n ? "a stacked product partly quantized"
+                          : f->sh.tp > 1 ? "--tp > 1"
+                          : f->dt != LG_KDT_F16 ? "--dtype bf16" : "a quantized embedding");
+    if (n_quant == 0) {
+        for (int i = 0; i < n; i++) {
+            const lg_st_tensor *t = lg_model_need_tensor(ck, specs[i].name, specs[i].rows,
+                                                         specs[i].rows_what, cols, cols_what, err);
+            weight_ref *r = t ? add_ref(l, err) : NULL;
+            if (!r)
+                return -1;
+            r->t = t;
+            r->dt = l->adt;
+            lg_tp_weight_block(&l->dims, &f->sh, specs[i].part, &r->b);
+            r->stack = i > 0;
+            r->slot = i == 0 ? &mat->w : NULL;
+        }
+        return 0;
+    }
+    const lg_quant_scheme *s = &m->quant.scheme;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += specs[i].rows;
+    mat->q = (lg_kqmat){.method = (lg_kquant)s->method, .group = s->group, .rows = (int)rows,
+                        .cols = (int)cols};
+    const void **slots[3] = {&mat->q.codes, &mat->q.scales, &mat->q.mins};
+    for (int part = 0; part < lg_quant_n_parts(s); part++)
+        for (int i = 0; i < n; i++) {
+            weight_ref *r = add_ref(l, err);
+            if (!r)
+                return -1;
+            int64_t shape[2];
+            lg_quant_part_shape(s, (lg_quant_part)part, specs[i].rows, cols, shape);
+            r->raw = part == 0 ? qt[i].qweight : part == 1 ? qt[i].scales : qt[i].mins;
+            r->raw_bytes = part == 0 ? (size_t)specs[i].rows * lg_quant_row_bytes(s, cols)
+                                     : (size_t)(shape[0] * shape[1]) *
+                                           lg_dtype_size(lg_quant_part_dtype(s, (lg_quant_part)part));
+            r->stack = i > 0;
+            r->slot = i == 0 ? slots[part] : NULL;
+        }
+    return 0;
+}
+
+/* The model's tensors, shapes checked: embedding, 9 per layer (the 7 matrices as 4 products), final
+ * norm, lm_head unless tied; of each, the part this rank holds. */
+static int list_weights(cuda_fwd *f, const lg_checkpoint *ck, weight_list *l, lg_err *err)
+{
+    const lg_model *m = f->m;
+    int64_t qd = (int64_t)m->n_heads * m->head_dim, kvd = (int64_t)m->n_kv_heads * m->head_dim;
+    char nm[9][256];
+    mat_spec emb = {"model.embed_tokens.weight", m->vocab_size, "vocab_size", LG_TPW_EMBED};
+    if (add_matrices(f, l, ck, &emb, 1, m->dim, "hidden_size", &f->embed, err) != 0)
+        return -1;
+    for (int li = 0; li < m->n_layers; li++) {
+        static const char *suffix[9] = {
+            "input_layernorm.weight", "post_attention_layernorm.weight",
+            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+            "mlp.down_proj.weight"};
+        for (int i = 0; i < 9; i++)
+            snprintf(nm[i], sizeof nm[i], "model.layers.%d.%s", li, suffix[i]);
+        cuda_layer *L = &f->L[li];
+        mat_spec qkv[3] = {{nm[2], qd, "num_attention_heads * head_dim", LG_TPW_Q},
+                           {nm[3], kvd, "num_key_value_heads * head_dim", LG_TPW_K},
+                           {nm[4], kvd, "num_key_value_heads * head_dim", LG_TPW_V}};
+        mat_spec o = {nm[5], m->dim, "hidden_size", LG_TPW_O};
+        mat_spec gu[2] = {{nm[6], m->ffn_dim, "intermediate_size", LG_TPW_GATE},
+                          {nm[7], m->ffn_dim, "intermediate_size", LG_TPW_UP}};
+        mat_spec down = {nm[8], m->dim, "hidden_size", LG_TPW_DOWN};
+        if (add_norm(f, l, ck, nm[0], &L->attn_norm, err) != 0 ||
+            add_norm(f, l, ck, nm[1], &L->mlp_norm, err) != 0 ||
+            add_matrices(f, l, ck, qkv, 3, m->dim, "hidden_size", &L->qkv, err) != 0 ||
+            add_matrices(f, l, ck, &o, 1, qd, "num_attention_heads * head_dim", &L->o, err) != 0 ||
+            add_matrices(f, l, ck, gu, 2, m->dim, "hidden_size", &L->gu, err) != 0 ||
+            add_matrices(f, l, ck, &down, 1, m->ffn_dim, "intermediate_size", &L->down, err) != 0)
+            return -1;
+    }
+    if (add_norm(f, l, ck, "model.norm.weight", &f->final_norm, err) != 0)
+        return -1;
+    mat_spec head = {"lm_head.weight", m->vocab_size, "vocab_size", LG_TPW_LM_HEAD};
+    if (!m->tied && add_matrices(f, l, ck, &head, 1, m->dim, "hidden_size", &f->lm_head, err) != 0)
+        return -1;
+    return 0;
+}
+
+/* Offsets in one allocation, each piece 256-byte aligned unless it is stacked on the previous. */
+static size_t lay_out_weights(weight_ref *w, int nw)
 {
     size_t off = 0;
     for (int i = 0; i < nw; i++) {
-        int j = i >= 1 && i < 1 + W_PER_LAYER * n_layers ? (i - 1) % W_PER_LAYER : -1;
-        size_t bytes = (size_t)lg_tp_block_elems(&w[i].b) * lg_dtype_size(w[i].dt);
-        if (j == W_K || j == W_V || j == W_UP) {
-            w[i].off = w[i - 1].off +
-                       (size_t)lg_tp_block_elems(&w[i - 1].b) * lg_dtype_size(w[i - 1].dt);
-            off = w[i].off + bytes;
-        } else {
+        if (!w[i].stack)
             off = (off + 255) & ~(size_t)255;
-            w[i].off = off;
-            off += bytes;
-        }
+        w[i].off = off;
+        off += ref_bytes(&w[i]);
     }
     return (off + 255) & ~(size_t)255;
 }
@@ -289,17 +417,14 @@ static int upload_weights(cuda_fwd *f, lg_err *err)
     if (!ck)
         return -1;
     upload u = {.st = f->st};
-    int nw = 0, rc = -1;
-    weight_ref *w = calloc((size_t)(3 + W_PER_LAYER * m->n_layers), sizeof *w);
-    if (!w) {
-        lg_err_set(err, "%s: out of memory", m->dir);
-        goto done;
-    }
-    if (list_weights(f, ck, w, &nw, err) != 0) {
+    weight_list l = {.adt = f->dt == LG_KDT_BF16 ? LG_DT_BF16 : LG_DT_F16,
+                     .dims = lg_tp_dims_of(m)};
+    int rc = -1;
+    if (list_weights(f, ck, &l, err) != 0) {
         lg_err_prefix(err, "%s", m->dir);
         goto done;
     }
-    f->wbytes = lay_out_weights(w, nw, m->n_layers);
+    f->wbytes = lay_out_weights(l.w, l.n);
     if (dalloc(f, &f->wmem, f->wbytes, "weights") != 0) {
         lg_err_set(err, "%s: %s", m->dir, lg_k_last_error());
         goto done;
@@ -314,30 +439,27 @@ static int upload_weights(cuda_fwd *f, lg_err *err)
             goto done;
         }
     }
-    for (int i = 0; i < nw; i++)
-        if (upload_tensor(&u, (char *)f->wmem + w[i].off, w[i].dt, w[i].t, &w[i].b) != 0) {
-            lg_err_set(err, "%s: tensor '%s': %s", m->dir, w[i].t->name, lg_k_last_error());
+    for (int i = 0; i < l.n; i++) {
+        weight_ref *r = &l.w[i];
+        char *dst = (char *)f->wmem + r->off;
+        if ((r->t ? upload_tensor(&u, dst, r->dt, r->t, &r->b)
+                  : upload_bytes(&u, dst, r->raw, r->raw_bytes)) != 0) {
+            lg_err_set(err, "%s: tensor '%s': %s", m->dir, r->t ? r->t->name : "(quantized part)",
+                       lg_k_last_error());
             goto done;
         }
+        if (r->slot)
+            *r->slot = dst;
+        if (r->fslot)
+            *r->fslot = (const float *)dst;
+    }
     if (cudaStreamSynchronize(f->st) != cudaSuccess) {
         lg_err_set(err, "%s: uploading the weights: %s", m->dir,
                    cudaGetErrorString(cudaGetLastError()));
         goto done;
     }
-    char *base = f->wmem;
-    f->embed = base + w[0].off;
-    for (int l = 0; l < m->n_layers; l++) {
-        const weight_ref *r = &w[1 + W_PER_LAYER * l];
-        cuda_layer *L = &f->L[l];
-        L->attn_norm = (const float *)(base + r[W_ATTN_NORM].off);
-        L->mlp_norm = (const float *)(base + r[W_MLP_NORM].off);
-        L->wqkv = base + r[W_Q].off;
-        L->wo = base + r[W_O].off;
-        L->wgu = base + r[W_GATE].off;
-        L->wdown = base + r[W_DOWN].off;
-    }
-    f->final_norm = (const float *)(base + w[1 + W_PER_LAYER * m->n_layers].off);
-    f->lm_head = m->tied ? f->embed : base + w[2 + W_PER_LAYER * m->n_layers].off;
+    if (m->tied)
+        f->lm_head = f->embed;
     rc = 0;
 done:
     for (int b = 0; b < 2; b++) {
@@ -346,7 +468,7 @@ done:
         if (u.stage[b])
             cudaFreeHost(u.stage[b]);
     }
-    free(w);
+    free(l.w);
     lg_ckpt_close(ck);
     return rc;
 }
@@ -411,12 +533,20 @@ static long held_positions(const cuda_layer *L, long n)
 
 /* ---------------------------------------------------------------- products */
 
-static int mm(cuda_fwd *f, void *y, lg_kdtype y_dt, int ldy, const void *x, int ldx, const void *w,
-              int n, int M, int Kd, float beta)
+/* y = beta y + x · W^T for n rows of x: matrix-vector kernels for a few rows (a quantized W read
+ * as stored), cuBLAS otherwise (a quantized W dequantized into f->deq first). */
+static int mm(cuda_fwd *f, void *y, lg_kdtype y_dt, int ldy, const void *x, int ldx,
+              const cuda_mat *w, int n, int M, int Kd, float beta)
 {
+    if (w->q.method) {
+        if (n <= GEMV_ROWS)
+            return lg_k_gemv_quant(y, y_dt, ldy, &w->q, x, ldx, f->dt, n, beta, f->st);
+        K(lg_k_dequant(f->deq, f->dt, Kd, &w->q, 0, M, f->st));
+        return lg_k_gemm(f->blas, y, y_dt, ldy, x, ldx, f->deq, Kd, f->dt, n, M, Kd, beta, f->st);
+    }
     if (n <= GEMV_ROWS)
-        return lg_k_gemv(y, y_dt, ldy, w, Kd, x, ldx, f->dt, n, M, Kd, beta, f->st);
-    return lg_k_gemm(f->blas, y, y_dt, ldy, x, ldx, w, Kd, f->dt, n, M, Kd, beta, f->st);
+        return lg_k_gemv(y, y_dt, ldy, w->w, Kd, x, ldx, f->dt, n, M, Kd, beta, f->st);
+    return lg_k_gemm(f->blas, y, y_dt, ldy, x, ldx, w->w, Kd, f->dt, n, M, Kd, beta, f->st);
 }
 
 /* recv = the sum of send over the ranks (nothing to do with one GPU). */
@@ -431,7 +561,8 @@ static int all_reduce(cuda_fwd *f, const float *send, float *recv, size_t count)
  * slice of the inner dimension, so its product is a partial sum; rank 0 adds its part to the
  * residual, the others write theirs to f->part, and the all-reduce adds them all into every rank's
  * copy of the residual. */
-static int mm_residual(cuda_fwd *f, float *x, const void *in, int ldin, const void *w, int n, int Kd)
+static int mm_residual(cuda_fwd *f, float *x, const void *in, int ldin, const cuda_mat *w, int n,
+                       int Kd)
 {
     if (f->sh.tp == 1)
         return mm(f, x, LG_KDT_F32, f->dim, in, ldin, w, n, f->dim, Kd, 1.0f);
@@ -444,7 +575,7 @@ static int mm_residual(cuda_fwd *f, float *x, const void *in, int ldin, const vo
  * zero), summed over the ranks. */
 static int embed_rows(cuda_fwd *f, float *x, const int *ids, int n)
 {
-    K(lg_k_embed(x, LG_KDT_F32, f->dim, f->embed, f->dt, f->sh.vocab, ids, n, f->dim, f->st));
+    K(lg_k_embed(x, LG_KDT_F32, f->dim, f->embed.w, f->dt, f->sh.vocab, ids, n, f->dim, f->st));
     return all_reduce(f, x, x, (size_t)n * f->dim);
 }
 
@@ -483,10 +614,10 @@ static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->mlp_norm, LG_KDT_F32, n, f->dim,
                    m->rms_eps, f->st));
-    K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, L->wgu, n, 2 * f->ffn, f->dim, 0.0f));
+    K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, &L->gu, n, 2 * f->ffn, f->dim, 0.0f));
     K(lg_k_swiglu(f->mlp, f->dt, f->ffn, f->gu, 2 * f->ffn, at(f->gu, f->ffn, f->esz), 2 * f->ffn,
                   f->dt, n, f->ffn, f->st));
-    K(mm_residual(f, x, f->mlp, f->ffn, L->wdown, n, f->ffn));
+    K(mm_residual(f, x, f->mlp, f->ffn, &L->down, n, f->ffn));
     return 0;
 }
 
@@ -497,7 +628,7 @@ static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, con
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->attn_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
-    K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, L->wqkv, n, f->qkv_dim, f->dim, 0.0f));
+    K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, &L->qkv, n, f->qkv_dim, f->dim, 0.0f));
     K(lg_k_rope(f->qkv, f->qkv_dim, f->sh.n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
                 f->sh.n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d, f->attn_scale,
                 f->st));
@@ -525,7 +656,7 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
             K(lg_k_attn_cache(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
                               f->dt, L->slot_pos, L->n_slots, live + l, n, pos, 0, &f->shape,
                               &L->mask, f->attn_ws, f->attn_ws_bytes, f->st));
-        K(mm_residual(f, f->x_step, f->att, f->qd, L->wo, n, f->qd));
+        K(mm_residual(f, f->x_step, f->att, f->qd, &L->o, n, f->qd));
         K(mlp_rows(f, L, f->x_step, n));
     }
     return 0;
@@ -539,7 +670,7 @@ static int head_rows(cuda_fwd *f, const float *x, int n)
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, f->final_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
     int vr = f->sh.vocab;
-    K(mm(f, f->logits, LG_KDT_F32, vr, f->xb, f->dim, f->lm_head, n, vr, f->dim, 0.0f));
+    K(mm(f, f->logits, LG_KDT_F32, vr, f->xb, f->dim, &f->lm_head, n, vr, f->dim, 0.0f));
     LG_CUDA_TRY(cudaMemcpy2DAsync(f->logits_h + f->sh.vocab0, sizeof(float) * f->vocab, f->logits,
                                   sizeof(float) * vr, sizeof(float) * vr, n,
                                   cudaMemcpyDeviceToHost, f->st));
@@ -669,7 +800,7 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
                             f->iota + c0, NULL, c0, cn, f->st));
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, tk, f->kvd, tv, f->kvd, f->dt,
                                 cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->st));
-            K(mm_residual(f, x, f->att, f->qd, L->wo, cn, f->qd));
+            K(mm_residual(f, x, f->att, f->qd, &L->o, cn, f->qd));
             K(mlp_rows(f, L, x, cn));
         }
         if (!full)
@@ -883,7 +1014,7 @@ void lg_cuda_rank_free(cuda_fwd *f)
         }
     void *dev[] = {f->wmem, f->inv_freq_d, f->x_step, f->xb, f->qkv, f->att, f->gu, f->mlp,
                    f->logits, f->part, f->attn_ws, f->par_d, f->iota, f->x_big, f->scr_k,
-                   f->scr_v, f->scr_pos, f->ids_d};
+                   f->scr_v, f->scr_pos, f->ids_d, f->deq};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         cudaFree(dev[i]);
     if (f->logits_h && f->own_logits_h)
@@ -1007,11 +1138,31 @@ static const lg_engine_ops cuda_ops = {
 
 /* ---------------------------------------------------------------- construction */
 
+/* Elements of the largest quantized matrix (0 when none is): the dequantization scratch. */
+static size_t largest_quantized(const cuda_fwd *f)
+{
+    size_t most = 0;
+    const cuda_mat *all[2] = {&f->embed, &f->lm_head};
+    for (int i = 0; i < 2; i++)
+        if (all[i]->q.method && (size_t)all[i]->q.rows * all[i]->q.cols > most)
+            most = (size_t)all[i]->q.rows * all[i]->q.cols;
+    for (int l = 0; l < f->n_layers; l++) {
+        const cuda_mat *mats[4] = {&f->L[l].qkv, &f->L[l].o, &f->L[l].gu, &f->L[l].down};
+        for (int i = 0; i < 4; i++)
+            if (mats[i]->q.method && (size_t)mats[i]->q.rows * mats[i]->q.cols > most)
+                most = (size_t)mats[i]->q.rows * mats[i]->q.cols;
+    }
+    return most;
+}
+
 static int alloc_state(cuda_fwd *f)
 {
     const lg_model *m = f->m;
     int rows = f->P > f->S ? f->P : f->S, half = m->head_dim / 2;
     size_t a = (size_t)f->esz;
+    f->deq_bytes = largest_quantized(f) * a;
+    if (f->deq_bytes && dalloc(f, &f->deq, f->deq_bytes, "dequantization scratch") != 0)
+        return -1;
     if (dalloc(f, (void **)&f->inv_freq_d, sizeof(float) * half, "RoPE table") != 0 ||
         dalloc(f, (void **)&f->x_step, sizeof(float) * f->S * f->dim, "step residual") != 0 ||
         dalloc(f, &f->xb, a * rows * f->dim, "activations") != 0 ||
@@ -1087,11 +1238,6 @@ cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
     const char *dt = opts && opts->dtype ? opts->dtype : "f16";
     if (strcmp(dt, "f16") != 0 && strcmp(dt, "bf16") != 0) {
         lg_err_set(err, "cuda engine: dtype '%s' (f16 or bf16)", dt);
-        return NULL;
-    }
-    if (m->quant.scheme.method != LG_QUANT_NONE) {
-        lg_err_set(err, "%s: a quantized checkpoint runs on the CPU only (the CUDA engine takes "
-                        "fp16/bf16 weights): use --device cpu", m->dir);
         return NULL;
     }
     if (m->head_dim % 2 != 0 || m->head_dim < 8 || m->head_dim > 256) {

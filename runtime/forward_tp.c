@@ -4,11 +4,13 @@
 
 #include <cuda_runtime_api.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "forward_cuda_rank.h"
+#include "progress.h"
 #include "tp_comm.h"
 #include "tp_shard.h"
 
@@ -38,8 +40,16 @@ struct tp_engine {
     pthread_cond_t job_cv, done_cv;
     unsigned gen;
     int n_started, n_done;
-    pthread_barrier_t ranks; /* the ranks alone, inside a job */
-    int have_barrier;
+    /* the ranks' meeting points inside a job (meet); once a rank fails the group is broken: every
+     * wait returns at once and the communicators are aborted, so that no rank waits for good on a
+     * partner that will not come (at a meeting point or inside an all-reduce on its GPU) */
+    pthread_cond_t meet_cv;
+    int meet_n;
+    unsigned meet_gen;
+    int broken, failed_rank;
+    /* this job failed on every rank alike (they agreed to stop, or the receiver of the rows
+     * refused them): the group stays usable */
+    int clean_fail;
 
     /* the job */
     job_kind kind;
@@ -58,21 +68,82 @@ struct tp_engine {
 
 /* ---------------------------------------------------------------- inside a job */
 
-/* Every rank's ok ANDed; three barriers so that no rank starts the next round before the
+/* LG_TP_TRACE=1: every rank's jobs and meeting points on stderr, to see where a group stops. */
+static void trace(const tp_rank *R, const char *fmt, ...)
+{
+    static int on = -1;
+    if (on < 0)
+        on = getenv("LG_TP_TRACE") && strcmp(getenv("LG_TP_TRACE"), "0") != 0;
+    if (!on)
+        return;
+    char msg[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "[tp %.3f] rank %d: %s\n", lg_now(), R->rank, msg);
+}
+
+/* Waits until every rank has arrived: 0, or -1 (at once, for every rank) when the group broke. */
+static int meet(tp_engine *g)
+{
+    pthread_mutex_lock(&g->mu);
+    int rc = 0;
+    unsigned gen = g->meet_gen;
+    if (g->broken) {
+        rc = -1;
+    } else if (++g->meet_n == g->tp) {
+        g->meet_n = 0;
+        g->meet_gen++;
+        pthread_cond_broadcast(&g->meet_cv);
+    } else {
+        while (gen == g->meet_gen && !g->broken)
+            pthread_cond_wait(&g->meet_cv, &g->mu);
+        rc = gen == g->meet_gen ? -1 : 0;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+/* Rank `rank` failed: the others stop waiting for it and NCCL's pending operations end (aborting a
+ * communicator ends the kernels waiting on it). The group cannot be used again. */
+static void break_group(tp_engine *g, int rank)
+{
+    pthread_mutex_lock(&g->mu);
+    if (!g->broken) {
+        g->broken = 1;
+        g->failed_rank = rank;
+        for (int i = 0; i < g->tp; i++) {
+            lg_tp_comm_abort(g->comms[i]);
+            g->comms[i] = NULL;
+        }
+    }
+    pthread_cond_broadcast(&g->meet_cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Every rank's ok ANDed; three meetings so that no rank starts the next round before the
  * accumulator is reset. */
 static int agree(void *ctx, int ok)
 {
     tp_rank *R = ctx;
     tp_engine *g = R->g;
+    trace(R, "agree(%d)", ok);
     pthread_mutex_lock(&g->mu);
     g->ok_all &= ok != 0;
     pthread_mutex_unlock(&g->mu);
-    pthread_barrier_wait(&g->ranks);
+    if (meet(g) != 0)
+        return 0;
     int all = g->ok_all;
-    pthread_barrier_wait(&g->ranks);
-    if (R->rank == 0)
+    if (meet(g) != 0)
+        return 0;
+    if (R->rank == 0) {
         g->ok_all = 1;
-    pthread_barrier_wait(&g->ranks);
+        g->clean_fail |= !all;
+    }
+    if (meet(g) != 0)
+        return 0;
+    trace(R, "agreed %d", all);
     return all;
 }
 
@@ -82,10 +153,15 @@ static int tp_rows(void *user, int r0, int n, const float *logits, lg_err *err)
 {
     tp_rank *R = user;
     tp_engine *g = R->g;
-    pthread_barrier_wait(&g->ranks);
-    if (R->rank == 0)
+    trace(R, "rows %d+%d ready", r0, n);
+    if (meet(g) != 0)
+        return lg_err_set(err, "cuda: another GPU of the group failed");
+    if (R->rank == 0) {
         g->fn_rc = g->fn(g->user, r0, n, logits, &g->fn_err);
-    pthread_barrier_wait(&g->ranks);
+        g->clean_fail |= g->fn_rc != 0;
+    }
+    if (meet(g) != 0)
+        return lg_err_set(err, "cuda: another GPU of the group failed");
     if (g->fn_rc != 0) {
         *err = g->fn_err;
         return -1;
@@ -105,6 +181,7 @@ static void *rank_main(void *arg)
         seen = g->gen;
         job_kind kind = g->kind;
         pthread_mutex_unlock(&g->mu);
+        trace(R, "job %d (n %d, pos0 %ld)", (int)kind, g->n, g->pos0);
         switch (kind) {
         case JOB_INIT: {
             lg_cuda_rank_opts ro = {.device = R->rank,
@@ -132,6 +209,9 @@ static void *rank_main(void *arg)
             R->rc = 0;
             break;
         }
+        trace(R, "job %d done: %d", (int)kind, R->rc);
+        if (R->rc != 0 && kind == JOB_RUN && !g->clean_fail)
+            break_group(g, R->rank);
         pthread_mutex_lock(&g->mu);
         if (++g->n_done == g->n_started)
             pthread_cond_signal(&g->done_cv);
@@ -146,21 +226,24 @@ static int dispatch(tp_engine *g, job_kind kind, lg_err *err)
 {
     pthread_mutex_lock(&g->mu);
     g->kind = kind;
+    g->clean_fail = 0;
     g->n_done = 0;
     g->gen++;
     pthread_cond_broadcast(&g->job_cv);
     while (g->n_done < g->n_started)
         pthread_cond_wait(&g->done_cv, &g->mu);
     pthread_mutex_unlock(&g->mu);
-    for (int i = 0; i < g->n_started; i++)
+    for (int k = 0; k < g->n_started; k++) {
+        /* the rank that failed first says why; the others only saw the group break */
+        int i = g->broken && k == 0 ? g->failed_rank : k;
         if (g->r[i].rc != 0) {
             if (err) {
                 *err = g->r[i].err;
-                if (kind == JOB_INIT)
-                    lg_err_prefix(err, "GPU %d of %d", i, g->tp);
+                lg_err_prefix(err, "GPU %d of %d", i, g->tp);
             }
             return -1;
         }
+    }
     return 0;
 }
 
@@ -169,6 +252,9 @@ static int dispatch(tp_engine *g, job_kind kind, lg_err *err)
 static int tp_run(tp_engine *g, const int *tokens, int n, long pos0, lg_logits_rows rows,
                   lg_cuda_rows_fn fn, void *user, lg_err *err)
 {
+    if (g->broken)
+        return lg_err_set(err, "cuda: GPU %d of the tensor-parallel group failed in an earlier call; "
+                               "make a new engine", g->failed_rank);
     /* refused calls never reach the ranks (each would refuse it the same way) */
     if (lg_cuda_rank_check(g->r[0].f, tokens, n, pos0, err) != 0)
         return -1;
@@ -291,8 +377,7 @@ static void tp_destroy(void *impl)
         lg_tp_comm_destroy(g->comms[i]);
     if (g->logits_h)
         cudaFreeHost(g->logits_h);
-    if (g->have_barrier)
-        pthread_barrier_destroy(&g->ranks);
+    pthread_cond_destroy(&g->meet_cv);
     pthread_cond_destroy(&g->job_cv);
     pthread_cond_destroy(&g->done_cv);
     pthread_mutex_destroy(&g->mu);
@@ -346,6 +431,7 @@ int lg_engine_tp_init(lg_engine *e, const lg_model *m, const lg_engine_opts *opt
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->job_cv, NULL);
     pthread_cond_init(&g->done_cv, NULL);
+    pthread_cond_init(&g->meet_cv, NULL);
     int devices[LG_TP_MAX];
     for (int i = 0; i < tp; i++)
         devices[i] = i;
@@ -359,11 +445,6 @@ int lg_engine_tp_init(lg_engine *e, const lg_model *m, const lg_engine_opts *opt
                    cudaGetErrorString(cudaGetLastError()));
         goto fail;
     }
-    if (pthread_barrier_init(&g->ranks, NULL, (unsigned)tp) != 0) {
-        lg_err_set(err, "--tp %d: cannot make the threads' barrier", tp);
-        goto fail;
-    }
-    g->have_barrier = 1;
     if (start_threads(g, err) != 0)
         goto fail;
     if (dispatch(g, JOB_INIT, err) != 0)

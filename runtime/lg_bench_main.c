@@ -125,13 +125,14 @@ static int bench_ctx(const lg_model *m, const char *device, const lg_engine_opts
            "\"kv_alloc\": {\"full\": %zu, \"sink_window\": %zu, \"block_strided\": %zu}, "
            "\"weights_bytes\": %zu, \"weight_dtype\": \"%s\", \"embed_bytes\": %zu, "
            "\"tied\": %s, \"device_peak\": %zu, \"alloc_peak\": %zu, \"device_total\": %zu, "
-           "\"tp\": %d, \"tp_no_comm\": %s, \"gpu_peak\": [",
+           "\"tp\": %d, \"tp_no_comm\": %s, \"quant\": \"%s\", \"gpu_peak\": [",
            ctx, mem.device_name, t_engine, t_prefill, ctx / t_prefill, median * 1e3, mean * 1e3,
            n_decode, live[0], live[1], live[2], alloc[0], alloc[1], alloc[2], mem.weight_bytes,
            mem.weight_dtype,
            (size_t)m->vocab_size * m->dim * (strcmp(mem.weight_dtype, "f32") == 0 ? 4 : 2),
            m->tied ? "true" : "false", mem.device_peak, mem.alloc_peak, mem.device_total,
-           o.tp > 1 ? o.tp : 1, o.tp_skip_comm ? "true" : "false");
+           o.tp > 1 ? o.tp : 1, o.tp_skip_comm ? "true" : "false",
+           lg_quant_method_name(m->quant.scheme.method));
     for (int g = 0; g < mem.n_devices; g++)
         printf("%s%zu", g ? ", " : "", mem.dev_peak[g]);
     printf("], \"gpu_weights\": [");

@@ -205,12 +205,24 @@ static int load_model(const run_opts *o, const char *cmd, lg_model **m, lg_token
         lg_model_free(*m);
         *m = NULL;
     }
-    if (*m && !(*t = lg_tokenizer_load(dir, &err))) {
-        lg_model_free(*m);
-        *m = NULL;
-    }
     if (!*m) {
         fprintf(stderr, "lg-eval %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    /* these evaluations build text prompts, so a checkpoint used through token ids alone (like the
+     * tiny-llama-fp16 and stories260K fixtures) cannot run them; a tokenizer of a larger vocabulary
+     * would feed the model ids past its embedding table */
+    int bad = !(*t = lg_tokenizer_load(dir, &err));
+    if (!bad && lg_tokenizer_vocab_size(*t) > (*m)->vocab_size)
+        bad = lg_err_set(&err, "%s has %d pieces, more than the model's vocab_size %d: it is not this "
+                         "model's tokenizer", lg_tokenizer_source(*t), lg_tokenizer_vocab_size(*t),
+                         (*m)->vocab_size);
+    if (bad) {
+        fprintf(stderr, "lg-eval %s: needs the model's own tokenizer: %s\n", cmd, err.msg);
+        lg_tokenizer_free(*t);
+        lg_model_free(*m);
+        *t = NULL;
+        *m = NULL;
         return 1;
     }
     return 0;

@@ -45,6 +45,12 @@ void lg_tp_comm_destroy(void *comm)
         ncclCommDestroy((ncclComm_t)comm);
 }
 
+void lg_tp_comm_abort(void *comm)
+{
+    if (comm)
+        ncclCommAbort((ncclComm_t)comm);
+}
+
 int lg_tp_allreduce_f32(void *comm, const float *send, float *recv, size_t count, void *stream)
 {
     ncclResult_t r = ncclAllReduce(send, recv, count, ncclFloat32, ncclSum, (ncclComm_t)comm,
@@ -81,6 +87,11 @@ int lg_tp_comms_create(int n, const int *devices, void **comms, lg_err *err)
 }
 
 void lg_tp_comm_destroy(void *comm)
+{
+    (void)comm;
+}
+
+void lg_tp_comm_abort(void *comm)
 {
     (void)comm;
 }

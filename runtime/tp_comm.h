@@ -16,6 +16,9 @@ int lg_tp_comm_available(void);
  * require it; a program using multicast can take the host's GPUs out of service). 0 or -1. */
 int lg_tp_comms_create(int n, const int *devices, void **comms, lg_err *err);
 void lg_tp_comm_destroy(void *comm);
+/* Ends the communicator at once, also while another thread's GPU work waits in one of its
+ * collectives (those operations end unfinished); comm is gone afterwards. NULL: nothing. */
+void lg_tp_comm_abort(void *comm);
 
 /* recv = the sum over ranks of send (float32, count elements), queued on `stream` (a
  * cudaStream_t); send may equal recv. Every rank must call it, in the same order. 0, or -1 with

@@ -35,22 +35,7 @@ stamp "convert: LongGen (default plan), from the full conversion (same weights a
 "$B"/lg-convert inspect "$work/longgen" --context 131072 | head -40
 
 stamp "copy bandwidth"
-bw=$(python3 - <<'EOF'
-import torch
-n = 4 << 30  # 4 GiB each way: far past the L2
-x = torch.empty(n, dtype=torch.uint8, device="cuda").random_(0, 255)
-y = torch.empty_like(x)
-for _ in range(3):
-    y.copy_(x)
-a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-times = []
-for _ in range(10):
-    a.record(); y.copy_(x); b.record(); b.synchronize()
-    times.append(a.elapsed_time(b) / 1e3)
-times.sort()
-print(f"{2 * n / times[len(times) // 2] / 1e9:.1f}")  # bytes read + written, median
-EOF
-)
+bw=$(python3 scripts/copy_bw.py)
 echo "device-to-device copy: $bw GB/s (read + written)"
 
 for model in longgen full; do

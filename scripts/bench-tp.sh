@@ -10,6 +10,8 @@
 # Before timing, scripts/device-tp.sh checks TP=2 against TP=1 on this checkpoint (full, sink_window,
 # block_strided) and on kjv-pg-llama (.device/fx-b, carried with the call).
 # usage: scripts/bench-tp.sh [CTX_LIST]     (default 4096,32768)
+#   LG_TP_LAYOUTS="full longgen" (default both), LG_TP_CHECK=0 skips the correctness step; each
+#   lg-bench has 150 s (LG_TP_TIMEOUT) and runs with LG_TP_TRACE=1, whose trace is shown if it stops.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ctxs=${1:-4096,32768}
@@ -24,10 +26,12 @@ mkdir -p "$work"
 stamp "synth: 70B widths, 8 layers"
 "$B"/lg-convert synth -o "$work/s70b" --shape 70b --layers 8 --shards 2 || exit 1
 # correctness first, on this checkpoint and the fixture that travels with this call (fx-b)
-LG_BUILD_DIR=$B scripts/device-tp.sh --70b "$work/s70b" kjv-pg-llama
+if [ "${LG_TP_CHECK:-1}" != 0 ]; then
+  LG_BUILD_DIR=$B scripts/device-tp.sh --70b "$work/s70b" kjv-pg-llama
+fi
 echo '{"full_layers": [3, 4, 5], "sparse": {"kind": "sink_window", "sink": 64, "window": 4096}}' \
   > "$work/longgen_plan.json"
-for layout in full longgen; do
+for layout in ${LG_TP_LAYOUTS:-full longgen}; do
   plan=()
   [ $layout = longgen ] && plan=(--plan "$work/longgen_plan.json")
   for cfg in tp1 tp2 tp2-nocomm; do
@@ -37,8 +41,15 @@ for layout in full longgen; do
       tp2-nocomm) tp=(--tp 2 --tp-no-comm) ;;
     esac
     stamp "lg-bench $layout $cfg"
-    "$B"/lg-bench "$work/s70b" --device cuda --ctx "$ctxs" --decode 32 "${plan[@]}" "${tp[@]}" \
+    LG_TP_TRACE=1 timeout "${LG_TP_TIMEOUT:-150}" "$B"/lg-bench "$work/s70b" --device cuda \
+      --ctx "$ctxs" --decode 32 "${plan[@]}" "${tp[@]}" 2> "$work/$layout-$cfg.trace" \
       | tee "$work/$layout-$cfg.jsonl"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" != 0 ]; then
+      echo "lg-bench $layout $cfg: exit $rc; the last of its trace:"
+      tail -25 "$work/$layout-$cfg.trace"
+    fi
+    grep -v '^\[tp ' "$work/$layout-$cfg.trace"
   done
 done
 if [ -n "${OUT:-}" ]; then cp "$work"/*.jsonl "$OUT"/ 2>/dev/null; fi

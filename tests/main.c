@@ -15,6 +15,7 @@ int lg_register_forward_cpu_tests(void);
 int lg_register_eval_tests(void);
 int lg_register_engine_tests(void);
 int lg_register_needle_tests(void);
+int lg_register_long_eval_models_tests(void);
 int lg_register_package_tests(void);
 int lg_register_quant_tests(void);
 int lg_register_crash_safety_tests(void);
@@ -33,6 +34,7 @@ static const lg_suite_register_fn suites[] = {
     lg_register_eval_tests,
     lg_register_engine_tests,
     lg_register_needle_tests,
+    lg_register_long_eval_models_tests,
     lg_register_package_tests,
     lg_register_quant_tests,
     lg_register_crash_safety_tests,

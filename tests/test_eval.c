@@ -173,6 +173,59 @@ static void test_tools_run_and_refuse_bad_input(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent"));
 }
 
+/* `lg-eval reference` writes this run in verify's reference format: verifying the same model against
+ * it gives identical logits, nll and greedy ids; another plan of the same weights does not pass it;
+ * the file is complete or absent; --tp is refused where it cannot run. */
+static void test_reference_round_trip_and_tp_refusals(void)
+{
+    char dir[4200], cmd[16384], out[8192], eval[4096], ref[4400], plan[4400];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
+    lg_tool(eval, sizeof eval, "lg-eval");
+    snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen.self.safetensors", lg_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --random 300 --greedy 8", eval, dir, ref);
+    CU_ASSERT_EQUAL_FATAL(lg_run_capture(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --json", eval, dir, ref);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"rel_err\": 0,"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"greedy_match\": true"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"rows\": 300"));
+    /* every layer sink_window(16, 32): 300 positions leave the window, the logits differ */
+    snprintf(plan, sizeof plan, "%s/all-sparse-plan.json", lg_test_tmpdir());
+    FILE *f = fopen(plan, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("{\"full_layers\": [], \"sparse\": {\"kind\": \"sink_window\", \"sink\": 16, "
+          "\"window\": 32}}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --plan '%s' --json", eval, dir, ref,
+             plan);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"pass\": false"));
+    /* the ids of another file; a missing one leaves no output behind */
+    char ref2[4400], src_ref[4400];
+    snprintf(ref2, sizeof ref2, "%s/kjv-tiny-longgen.ids.safetensors", lg_test_tmpdir());
+    snprintf(src_ref, sizeof src_ref, "%s/kjv-tiny-longgen/reference.safetensors", lg_fixtures_dir());
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --ids-from '%s' --greedy 0", eval, dir, ref2,
+             src_ref);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s.x' --ids-from /nonexistent.st", eval, dir,
+             ref2);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent.st"));
+    snprintf(cmd, sizeof cmd, "%s.x", ref2);
+    CU_ASSERT_FALSE(lg_path_exists(cmd));
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o x.st", eval, dir);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
+    /* --tp: on the CPU, zero GPUs, and a count that does not divide the 4 KV heads */
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --tp 2", eval, dir, ref);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--device cuda"));
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --tp 0", eval, dir, ref);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --tp 3 --device cuda", eval, dir, ref);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT(strstr(out, "does not divide the heads") || strstr(out, "no CUDA support"));
+}
+
 int lg_register_eval_tests(void)
 {
     CU_pSuite s = CU_add_suite("eval", NULL, NULL);
@@ -181,5 +234,7 @@ int lg_register_eval_tests(void)
     CU_add_test(s, "test_verify_passes_on_every_fixture", test_verify_passes_on_every_fixture);
     CU_add_test(s, "test_heldout_perplexity_matches_the_references", test_heldout_perplexity_matches_the_references);
     CU_add_test(s, "test_tools_run_and_refuse_bad_input", test_tools_run_and_refuse_bad_input);
+    CU_add_test(s, "test_reference_round_trip_and_tp_refusals",
+                test_reference_round_trip_and_tp_refusals);
     return 0;
 }

@@ -17,8 +17,14 @@
  *
  * Timings (median of repeated launches timed with CUDA events, inputs larger than L2 or rotated):
  * GEMV against cuBLAS on 11008x4096 and 4096x11008 (GB/s and the fraction of the measured
- * device-to-device copy bandwidth), prefill attention in TFLOP/s (4 * head_dim * visible pairs per
- * head). Exits 1 when any check fails, 2 when the program itself cannot run. */
+ * device-to-device copy bandwidth), the quantized GEMV on Llama-2-7B's shapes (GB/s of the codes,
+ * scales, mins and x it reads, and the speedup over the float16 GEMV of the same shape) and the
+ * dequantization, prefill attention in TFLOP/s (4 * head_dim * visible pairs per head).
+ * Exits 1 when any check fails, 2 when the program itself cannot run.
+ *
+ * Quantized weights are random bytes in the checkpoint's layout; the twins are the CPU runtime's
+ * quantized product (lg_qmat_matmul) and lg_quant_dequant_rows, and the dequantization must match
+ * the latter bit for bit. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -32,7 +38,9 @@
 #include "kvcache.h"
 #include "lg_kernels.h"
 #include "matmul_cpu.h"
+#include "matmul_quant_cpu.h"
 #include "ops_cpu.h"
+#include "quant_format.h"
 
 #define REL_BOUND 2e-3
 
@@ -423,6 +431,168 @@ static void check_gemv(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, int ld
     cudaFree(dx), cudaFree(dw), cudaFree(dy);
 }
 
+/* ---------------------------------------------------------------- quantized weights */
+
+/* A random quantized [rows, cols] matrix in the checkpoint's layout, on the host (for the CPU
+ * twins) and the same bytes on the device. Codes are random bytes (fp8: no NaN code, which no
+ * checkpoint holds), scales random and never zero, of either sign (the symmetric q4 encoder writes
+ * negative ones), mins random: values no encoder would pick, but every decoder must take them. */
+typedef struct qmat_pair {
+    lg_quant_tensor t;
+    lg_kqmat d;
+} qmat_pair;
+
+static void *up_bytes(const void *h, size_t n)
+{
+    void *d = dpoison(n);
+    CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* |v| in [0.5, 1) * mag, random sign */
+static float nonzero(float mag)
+{
+    float v = (0.5f + 0.5f * fabsf(uni())) * mag;
+    return next_u64() & 1 ? -v : v;
+}
+
+static void qmat_make(qmat_pair *m, const lg_quant_scheme *s, int rows, int cols)
+{
+    size_t nc = (size_t)rows * lg_quant_row_bytes(s, cols);
+    size_t side = (size_t)rows * lg_quant_n_groups(s, cols);
+    uint8_t *codes = xmalloc(nc);
+    for (size_t i = 0; i < nc; i++) {
+        codes[i] = (uint8_t)next_u64();
+        if (s->method == LG_QUANT_FP8 && (codes[i] & 0x7f) == 0x7f)
+            codes[i] ^= 1; /* 0x7e, the largest finite code */
+    }
+    void *scales;
+    size_t scale_size = lg_dtype_size(lg_quant_part_dtype(s, LG_QPART_SCALES));
+    if (s->method == LG_QUANT_FP8) {
+        float *f = xmalloc(side * sizeof(float));
+        for (size_t i = 0; i < side; i++)
+            f[i] = nonzero(1e-4f); /* amax / 448: float32, as it may be below float16's normals */
+        scales = f;
+    } else {
+        uint16_t *h = xmalloc(side * 2);
+        for (size_t i = 0; i < side; i++)
+            h[i] = lg_f32_to_f16(nonzero(s->method == LG_QUANT_Q8 ? 1e-3f : 8e-3f));
+        scales = h;
+    }
+    uint16_t *mins = NULL;
+    if (s->has_mins) {
+        mins = xmalloc(side * 2);
+        for (size_t i = 0; i < side; i++)
+            mins[i] = lg_f32_to_f16(-0.06f + 0.03f * uni());
+    }
+    m->t = (lg_quant_tensor){*s, rows, cols, codes, scales, mins};
+    m->d = (lg_kqmat){(lg_kquant)s->method, s->group, rows, cols, up_bytes(codes, nc),
+                      up_bytes(scales, side * scale_size), mins ? up_bytes(mins, side * 2) : NULL};
+}
+
+static void qmat_free(qmat_pair *m)
+{
+    free((void *)m->t.qweight), free((void *)m->t.scales), free((void *)m->t.mins);
+    cudaFree((void *)m->d.codes), cudaFree((void *)m->d.scales), cudaFree((void *)m->d.mins);
+}
+
+/* "q4 g64 min", "q8 row", ... */
+static const char *scheme_name(const lg_quant_scheme *s, char *buf, size_t cap)
+{
+    if (s->group)
+        snprintf(buf, cap, "%s g%d%s", lg_quant_method_name(s->method), s->group,
+                 s->method == LG_QUANT_Q4 ? (s->has_mins ? " min" : " sym") : "");
+    else
+        snprintf(buf, cap, "%s row", lg_quant_method_name(s->method));
+    return buf;
+}
+
+/* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block) or "scalar". */
+static const char *qpath(const lg_kqmat *w, const void *x, int ldx, int warps, char *buf,
+                         size_t cap)
+{
+    int lb = lg_k_gemv_quant_load_bytes(w, x, ldx);
+    if (lb)
+        snprintf(buf, cap, "ld%d w%d", lb, warps);
+    else
+        snprintf(buf, cap, "scalar");
+    return buf;
+}
+
+#define QWARPS_DEFAULT 8
+
+/* lg_k_gemv_quant against lg_qmat_matmul, the CPU runtime's quantized product, on the same bytes.
+ * warps: the kernel variant (0 = its scalar path). */
+static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
+                             lg_quant_method method, int group, int mins, float beta, int warps)
+{
+    lg_quant_scheme s = {method, group, mins};
+    qmat_pair w;
+    qmat_make(&w, &s, M, K);
+    int ldx = K + 8, ldy = M + 3;
+    float *x = rnd((size_t)n * ldx, 1.0f, 0.0f, idt), *y0 = rnd((size_t)n * ldy, 8.0f, 0.0f, ydt);
+    lg_qmat q;
+    lg_err err;
+    if (lg_qmat_init(&q, &s, M, K, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(2);
+    }
+    lg_qmat_set_rows(&q, 0, &w.t, M);
+    float *ref = xmalloc((size_t)n * ldy * sizeof(float));
+    memcpy(ref, y0, (size_t)n * ldy * sizeof(float)); /* keeps the padding defined */
+    lg_qmat_matmul(NULL, ref, ldy, x, ldx, n, &q);
+    if (beta != 0.0f)
+        for (int t = 0; t < n; t++)
+            for (int m = 0; m < M; m++)
+                ref[(size_t)t * ldy + m] += y0[(size_t)t * ldy + m];
+    void *dx = up(x, (size_t)n * ldx, idt);
+    size_t y_bytes = (size_t)n * ldy * lg_kdtype_size(ydt);
+    void *dy = beta != 0.0f ? up(y0, (size_t)n * ldy, ydt) : dpoison(y_bytes);
+    KK(lg_k_gemv_quant_set_variant(warps));
+    KK(lg_k_gemv_quant(dy, ydt, ldy, &w.d, dx, ldx, idt, n, beta, NULL));
+    float *g = down(dy, (size_t)n * ldy, ydt);
+    char shape[96], sn[32], pn[32];
+    snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s", scheme_name(&s, sn, sizeof sn),
+             dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, warps, pn, sizeof pn),
+             beta != 0.0f ? " y+=" : "");
+    KK(lg_k_gemv_quant_set_variant(QWARPS_DEFAULT));
+    report("gemv_quant", shape, g, ref, n, M, ldy, ydt);
+    lg_qmat_free(&q);
+    qmat_free(&w);
+    free(x), free(y0), free(ref), free(g);
+    cudaFree(dx), cudaFree(dy);
+}
+
+/* lg_k_dequant against lg_quant_dequant_rows rounded once to the output type: equal bit for bit. */
+static void check_dequant(lg_kdtype odt, int M, int K, lg_quant_method method, int group, int mins,
+                          int row0, int n_rows, int ldo)
+{
+    lg_quant_scheme s = {method, group, mins};
+    qmat_pair w;
+    qmat_make(&w, &s, M, K);
+    float *row = xmalloc((size_t)K * sizeof(float));
+    float *ref = xmalloc((size_t)n_rows * ldo * sizeof(float));
+    for (int r = 0; r < n_rows; r++) {
+        lg_quant_dequant_rows(&w.t, row0 + r, 1, row);
+        memcpy(ref + (size_t)r * ldo, row, (size_t)K * sizeof(float));
+    }
+    round_to(ref, (size_t)n_rows * ldo, odt);
+    void *d = dpoison((size_t)n_rows * ldo * lg_kdtype_size(odt));
+    KK(lg_k_dequant(d, odt, ldo, &w.d, row0, n_rows, NULL));
+    float *g = down(d, (size_t)n_rows * ldo, odt);
+    int ok = 1;
+    for (int r = 0; r < n_rows; r++)
+        for (int c = 0; c < K; c++)
+            ok &= g[(size_t)r * ldo + c] == ref[(size_t)r * ldo + c];
+    char shape[96], sn[32];
+    snprintf(shape, sizeof shape, "%s -> %s rows %d+%d of %d K %d ldo %d",
+             scheme_name(&s, sn, sizeof sn), dname(odt), row0, n_rows, M, K, ldo);
+    report_exact("dequant", shape, ok);
+    qmat_free(&w);
+    free(row), free(ref), free(g);
+    cudaFree(d);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 static const char *mask_name(const lg_kmask *m, char *buf, size_t cap)
@@ -598,6 +768,11 @@ static void check_rejects(lg_blas *blas)
 {
     lg_kattn_shape bad_gqa = {6, 4, 64, 0.125f}, ok_shape = {8, 2, 64, 0.125f};
     lg_kmask bad_mask = {LG_KMASK_SINK_WINDOW, 4, 0, 0, 0, 0};
+    const void *p16 = (const void *)16; /* never dereferenced: the arguments are refused first */
+    lg_kqmat q8 = {LG_KQ_Q8, 0, 8, 8, p16, p16, NULL}, q8_mins = {LG_KQ_Q8, 0, 8, 8, p16, p16, p16};
+    lg_kqmat q4_nogroup = {LG_KQ_Q4, 0, 8, 8, p16, p16, NULL};
+    lg_kqmat q8_odd = {LG_KQ_Q8, 3, 8, 8, p16, p16, NULL};
+    lg_kqmat q4_nocodes = {LG_KQ_Q4, 64, 8, 8, NULL, p16, NULL};
     struct {
         const char *what;
         int rc;
@@ -610,6 +785,17 @@ static void check_rejects(lg_blas *blas)
         {"prefill window 0", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 1, 0, 1, 0, &ok_shape, &bad_mask, NULL)},
         {"cache ws too small", lg_k_attn_cache(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, (const int *)16, 100000, NULL, 1, NULL, 0, &ok_shape, NULL, NULL, 0, NULL)},
         {"rope odd head_dim", lg_k_rope(NULL, 64, 1, NULL, 64, 1, LG_KDT_F16, 1, 7, NULL, 0, NULL, 1.0f, NULL)},
+        {"gemv_quant q4 group 0", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q4_nogroup, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant q8 with mins", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8_mins, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant odd group", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8_odd, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant no codes", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q4_nocodes, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant beta 0.5", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 8, LG_KDT_F16, 1, 0.5f, NULL)},
+        {"gemv_quant f32 x", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 8, LG_KDT_F32, 1, 0.0f, NULL)},
+        {"gemv_quant ldx < cols", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 4, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
+        {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
+        {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int ok = cases[i].rc == -1 && lg_k_last_error()[0] != 0;
@@ -715,6 +901,187 @@ static void bench_gemv(lg_blas *blas, lg_kdtype dt, int M, int K, double copy_gb
         cudaFree(w[c]);
     cudaFree(x), cudaFree(y);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
+/* Copies of a weight that rotate through more than the L2 cache (3 times its size), at least 2. */
+static int rotation_copies(size_t bytes, size_t l2)
+{
+    size_t c = (3 * l2 + bytes - 1) / bytes;
+    return c < 2 ? 2 : c > 16 ? 16 : (int)c;
+}
+
+/* Median time of one launch in us: BURST launches back to back between the events, so the host's
+ * launch latency is hidden as it is in a decode step (a CUDA graph). */
+typedef void (*launch_fn)(void *ctx, int copy);
+
+static float time_launches(launch_fn fn, void *ctx, int copies)
+{
+    enum { BURST = 12 };
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[REPS];
+    for (int r = -3; r < REPS; r++) {
+        CK(cudaEventRecord(e0, 0));
+        for (int b = 0; b < BURST; b++)
+            fn(ctx, (r * BURST + b + 3 * BURST) % copies);
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        if (r >= 0) {
+            CK(cudaEventElapsedTime(&t[r], e0, e1));
+            t[r] /= BURST;
+        }
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return median(t, REPS) * 1e3f;
+}
+
+typedef struct gemv_ctx {
+    void *y;
+    const void *x;
+    lg_kdtype dt;
+    int n, M, K;
+    void *w16[16];   /* float16 copies */
+    lg_kqmat wq[16]; /* quantized copies */
+} gemv_ctx;
+
+static void launch_gemv16(void *ctx, int copy)
+{
+    gemv_ctx *c = ctx;
+    KK(lg_k_gemv(c->y, LG_KDT_F32, c->M, c->w16[copy], c->K, c->x, c->K, c->dt, c->n, c->M, c->K,
+                 0.0f, NULL));
+}
+
+static void launch_gemv_quant(void *ctx, int copy)
+{
+    gemv_ctx *c = ctx;
+    KK(lg_k_gemv_quant(c->y, LG_KDT_F32, c->M, &c->wq[copy], c->x, c->K, c->dt, c->n, 0.0f, NULL));
+}
+
+static void launch_dequant(void *ctx, int copy)
+{
+    gemv_ctx *c = ctx;
+    KK(lg_k_dequant(c->y, c->dt, c->K, &c->wq[copy], 0, c->M, NULL));
+}
+
+/* lg_k_gemv on a float16 [M, K] weight, n rows of x: us per product. */
+static float bench_gemv16_us(int n, int M, int K, size_t l2)
+{
+    size_t wn = (size_t)M * K;
+    gemv_ctx c = {.dt = LG_KDT_F16, .n = n, .M = M, .K = K};
+    int copies = rotation_copies(wn * 2, l2);
+    float *h = rnd(wn, 1.0f, 0.0f, LG_KDT_F16);
+    c.w16[0] = up(h, wn, LG_KDT_F16);
+    free(h);
+    for (int i = 1; i < copies; i++) {
+        CK(cudaMalloc(&c.w16[i], wn * 2));
+        CK(cudaMemcpy(c.w16[i], c.w16[0], wn * 2, cudaMemcpyDeviceToDevice));
+    }
+    float *hx = rnd((size_t)n * K, 1.0f, 0.0f, LG_KDT_F16);
+    void *x = up(hx, (size_t)n * K, LG_KDT_F16);
+    free(hx);
+    c.x = x;
+    c.y = dpoison((size_t)n * M * 4);
+    float us = time_launches(launch_gemv16, &c, copies);
+    for (int i = 0; i < copies; i++)
+        cudaFree(c.w16[i]);
+    cudaFree(x), cudaFree(c.y);
+    return us;
+}
+
+/* Decode GEMV with quantized weights: the time, the rate at which it reads what it must (codes,
+ * scales, mins and x), the fraction of the measured copy bandwidth and the speedup over lg_k_gemv
+ * on the same shape in float16 (us16). With dequant set, lg_k_dequant of the whole matrix to
+ * float16 instead (its rate counts the float16 written too). */
+static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, int warps, int dequant,
+                        double copy_gbs, float us16, size_t l2)
+{
+    qmat_pair w;
+    qmat_make(&w, s, M, K);
+    size_t qbytes = lg_kqmat_bytes(&w.d);
+    int copies = rotation_copies(qbytes, l2);
+    gemv_ctx c = {.dt = LG_KDT_F16, .n = n, .M = M, .K = K};
+    c.wq[0] = w.d;
+    size_t parts[3] = {(size_t)M * lg_kqmat_row_bytes(&w.d), 0, 0};
+    size_t side = (size_t)M * lg_kqmat_n_groups(&w.d);
+    parts[1] = side * (s->method == LG_QUANT_FP8 ? 4 : 2);
+    parts[2] = w.d.mins ? side * 2 : 0;
+    for (int i = 1; i < copies; i++) {
+        const void *src[3] = {w.d.codes, w.d.scales, w.d.mins};
+        void *dst[3] = {NULL, NULL, NULL};
+        for (int p = 0; p < 3; p++)
+            if (parts[p]) {
+                CK(cudaMalloc(&dst[p], parts[p]));
+                CK(cudaMemcpy(dst[p], src[p], parts[p], cudaMemcpyDeviceToDevice));
+            }
+        c.wq[i] = w.d;
+        c.wq[i].codes = dst[0], c.wq[i].scales = dst[1], c.wq[i].mins = dst[2];
+    }
+    float *hx = rnd((size_t)n * K, 1.0f, 0.0f, LG_KDT_F16);
+    void *x = up(hx, (size_t)n * K, LG_KDT_F16);
+    free(hx);
+    c.x = x;
+    c.y = dpoison(dequant ? (size_t)M * K * 2 : (size_t)n * M * 4);
+    char sn[32], pn[32];
+    scheme_name(s, sn, sizeof sn);
+    if (dequant) {
+        float us = time_launches(launch_dequant, &c, copies);
+        double gbs = (qbytes + (double)M * K * 2) / (us * 1e-6) / 1e9;
+        printf("BENCH dequant    %-11s -> f16 M %5d K %5d:         %8.1f us  %7.1f GB/s  %5.1f%% "
+               "of copy\n", sn, M, K, us, gbs, 100.0 * gbs / copy_gbs);
+    } else {
+        KK(lg_k_gemv_quant_set_variant(warps));
+        float us = time_launches(launch_gemv_quant, &c, copies);
+        KK(lg_k_gemv_quant_set_variant(QWARPS_DEFAULT));
+        double gbs = (qbytes + (double)n * K * 2) / (us * 1e-6) / 1e9;
+        printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
+               "of copy  %4.2fx fp16 gemv\n", sn, M, K, n, qpath(&w.d, x, K, warps, pn, sizeof pn),
+               us, gbs, 100.0 * gbs / copy_gbs, us16 / us);
+    }
+    for (int i = 1; i < copies; i++)
+        cudaFree((void *)c.wq[i].codes), cudaFree((void *)c.wq[i].scales),
+            cudaFree((void *)c.wq[i].mins);
+    qmat_free(&w);
+    cudaFree(x), cudaFree(c.y);
+}
+
+static void print_gemv16(int n, int M, int K, float us, double copy_gbs)
+{
+    double gbs = ((double)M * K + (double)n * K) * 2 / (us * 1e-6) / 1e9;
+    printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
+           "of copy\n", "(float16)", M, K, n, "gemv", us, gbs, 100.0 * gbs / copy_gbs);
+}
+
+/* The quantized GEMV on Llama-2-7B's matrices (MLP gate/up, down, q|k|v stacked, lm_head), each
+ * scheme against the float16 GEMV of the shape; then 4 rows of x, the warps variants, and the
+ * dequantization. */
+static void bench_quant_all(size_t l2, double copy)
+{
+    static const int shapes[4][2] = {{11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}};
+    const lg_quant_scheme schemes[] = {{LG_QUANT_Q8, 0, 0}, {LG_QUANT_Q4, 64, 1},
+                                       {LG_QUANT_Q4, 64, 0}, {LG_QUANT_Q4, 128, 1},
+                                       {LG_QUANT_FP8, 0, 0}};
+    const int ns = (int)(sizeof schemes / sizeof schemes[0]);
+    float us16_first = 0;
+    for (int i = 0; i < 4; i++) {
+        int M = shapes[i][0], K = shapes[i][1];
+        float us16 = bench_gemv16_us(1, M, K, l2);
+        if (i == 0)
+            us16_first = us16;
+        print_gemv16(1, M, K, us16, copy);
+        for (int j = 0; j < ns; j++)
+            bench_quant(&schemes[j], 1, M, K, QWARPS_DEFAULT, 0, copy, us16, l2);
+    }
+    float us16_4 = bench_gemv16_us(4, 11008, 4096, l2);
+    print_gemv16(4, 11008, 4096, us16_4, copy);
+    for (int j = 0; j < 2; j++)
+        bench_quant(&schemes[j], 4, 11008, 4096, QWARPS_DEFAULT, 0, copy, us16_4, l2);
+    static const int variants[] = {4, 16};
+    for (int v = 0; v < 2; v++)
+        for (int j = 0; j < 2; j++)
+            bench_quant(&schemes[j], 1, 11008, 4096, variants[v], 0, copy, us16_first, l2);
+    for (int j = 0; j < ns; j++)
+        bench_quant(&schemes[j], 1, 11008, 4096, QWARPS_DEFAULT, 1, copy, 0, l2);
 }
 
 /* visible (query, key) pairs of a full-sequence prefill of T tokens under mask */
@@ -877,6 +1244,43 @@ int main(int argc, char **argv)
         check_gemv(H[i], H[i], 1, 32000, 4096, 4096, 0.0f);
     }
 
+    /* quantized weights: every method and load width of the tensor-core kernel (ld16/8/4 in the
+     * shape column), 1 to 9 rows of x (9: two passes), the warps variants; then the scalar path on
+     * shapes and groups no window divides, and forced (warps 0) on one the fast path takes */
+    const lg_quant_method Q8 = LG_QUANT_Q8, Q4 = LG_QUANT_Q4, F8 = LG_QUANT_FP8;
+    const lg_kdtype F32 = LG_KDT_F32;
+    for (int i = 0; i < 2; i++) {
+        lg_kdtype h = H[i];
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, 8);
+        check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, 8);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q4, 64, 1, 1.0f, 8);
+        check_gemv_quant(h, h, 2, 12288, 4096, Q4, 128, 1, 0.0f, 8);
+        check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, 8);
+        check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, 8);
+        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, 8);
+        check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, 8);
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, 4);
+        check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, 16);
+        check_gemv_quant(h, F32, 2, 7, 4097, Q4, 64, 1, 0.0f, 8);
+        check_gemv_quant(h, F32, 3, 33, 4097, Q8, 0, 0, 1.0f, 8);
+        check_gemv_quant(h, F32, 1, 17, 4096 + 48, Q4, 48, 0, 0.0f, 8);
+        check_gemv_quant(h, h, 2, 5, 4099, F8, 0, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 4, 1000, 4096, Q4, 64, 1, 1.0f, 0);
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, 0);
+        check_dequant(h, 4096, 4096, Q8, 0, 0, 0, 4096, 4096);
+        check_dequant(h, 11008, 4096, Q4, 64, 1, 1000, 2000, 4096 + 8);
+        check_dequant(h, 300, 4096, Q4, 128, 0, 0, 300, 4096);
+        check_dequant(h, 64, 4096 + 32, F8, 32, 0, 13, 40, 4096 + 32);
+        check_dequant(h, 33, 4097, Q4, 64, 1, 0, 33, 4097);
+        check_dequant(h, 33, 4096, Q8, 64, 0, 1, 31, 4099);
+    }
+    check_dequant(F32, 100, 4096, Q4, 64, 1, 0, 100, 4096);
+    check_dequant(F32, 100, 1000, F8, 0, 0, 50, 50, 1003);
+
     lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
     lg_kmask sw = {LG_KMASK_SINK_WINDOW, 4, 100, 0, 0, 0};
     lg_kmask bs = {LG_KMASK_BLOCK_STRIDED, 0, 0, 16, 2, 3};
@@ -927,6 +1331,7 @@ int main(int argc, char **argv)
         bench_gemv(blas, LG_KDT_F16, 4096, 11008, copy);
         bench_gemv(blas, LG_KDT_BF16, 11008, 4096, copy);
         bench_gemv(blas, LG_KDT_F16, 32000, 4096, copy);
+        bench_quant_all((size_t)prop.l2CacheSize, copy);
         lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
         lg_kmask bs_llm = {LG_KMASK_BLOCK_STRIDED, 0, 0, 64, 16, 16};
         bench_prefill(LG_KDT_F16, 4096, 32, 128, &full);

@@ -1,0 +1,690 @@
+/* Quantized GEMV for decode and dequantization for prefill (gemv_quant.h).
+ *
+ * GEMV on the tensor cores. A q4 weight is half a byte, so at the memory's pace an SM must turn
+ * 20-40 weights per clock into products: with one float32 FMA per weight and row of x, plus the
+ * decode of each code to a float, a lane-per-column kernel like gemv.cu runs out of instruction
+ * issue before it runs out of bandwidth (and more so for 2-4 rows of x). Here the codes are
+ * decoded to exact small integers (q8, q4) or e4m3 values (fp8) in float16 / bfloat16 pairs, a few
+ * integer instructions per pair, and mma.sync m16n8k16 multiplies 16 rows of W by up to 8 rows of
+ * x with float32 accumulation; the scale (and q4's min) is applied to each group's partial sum:
+ *   sum_k (min + s c_k) x_k = s * sum_k c_k x_k + min * sum_k x_k
+ * where the second sum comes from the same mma with a matrix of ones. Every product is exact, so
+ * the sums differ from the CPU twin only in the order of float32 additions.
+ *
+ * A block owns 16 rows of W and its warps split the columns. Per step a warp reads a window of 4
+ * chunks of each of its 16 rows: lane (g, q) loads chunk q of rows g and g + 8 (one 16, 8 or
+ * 4-byte load each, L1::no_allocate: streamed once) and the matching columns of x for row g of x
+ * (read through L1, where every block finds it). The mma sums over the four lanes q of a row, so
+ * the window must lie inside one group: the load width is the widest whose window divides the
+ * group. Loads of several steps are issued before the first use. Per group the four partial sums
+ * of a lane are scaled into float32 totals; the warps' totals meet in shared memory.
+ *
+ * The k order inside an mma is free as long as A and B agree: lane (g, q) gives, for mma m of a
+ * chunk, columns 4m, 4m+1 (first register pair) and 4m+2, 4m+3 (second) of its chunk, both in A
+ * (rows g, g + 8) and in B (x's row g), so the natural order of codes and of x is kept and x needs
+ * no shuffling.
+ *
+ * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
+ * lg_quant_dequant_rows does, in float32. CPU twins: lg_qmat_matmul (runtime/matmul_quant_cpu.c)
+ * and lg_quant_dequant_rows (formats/quant_format.c), in kernels/check/check_kernels.c. */
+#include <stdint.h>
+#include <type_traits>
+
+#include "gemv_quant.h"
+#include "kernel_common.cuh"
+
+#define QG_ROWS 16      /* rows of W per block: M of the mma */
+#define QG_TOKENS 8     /* rows of x per pass: N of the mma */
+#define QG_MAX_WARPS 16
+#define QG_SCALAR_WARPS 4
+
+/* warps per block of the tensor-core kernel; 0 = scalar path only (set_variant) */
+static int qg_warps = 8;
+
+/* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation. */
+enum { QM_Q8, QM_Q4, QM_Q4_MINS, QM_FP8 };
+
+struct qparams {
+    const uint8_t *codes;
+    const void *scales, *mins;
+    size_t row_bytes;
+    int method; /* lg_kquant */
+    int group;  /* columns per group: cols when per row */
+    int n_groups;
+    int rows, cols;
+};
+
+/* ---------------------------------------------------------------- host helpers */
+
+static bool is_q4(const lg_kqmat *w)
+{
+    return w->method == LG_KQ_Q4;
+}
+
+extern "C" size_t lg_kqmat_row_bytes(const lg_kqmat *w)
+{
+    return is_q4(w) ? (size_t)(w->cols + 1) / 2 : (size_t)w->cols;
+}
+
+extern "C" int lg_kqmat_n_groups(const lg_kqmat *w)
+{
+    return w->group ? (w->cols + w->group - 1) / w->group : 1;
+}
+
+extern "C" size_t lg_kqmat_bytes(const lg_kqmat *w)
+{
+    size_t side = (size_t)w->rows * lg_kqmat_n_groups(w);
+    size_t scale_bytes = side * (w->method == LG_KQ_FP8 ? 4 : 2);
+    return (size_t)w->rows * lg_kqmat_row_bytes(w) + scale_bytes + (w->mins ? side * 2 : 0);
+}
+
+/* The same checks as formats' lg_quant_scheme_check, plus the pointers. */
+static int check_qmat(const lg_kqmat *w, const char *who)
+{
+    if (!w)
+        return lg_k_fail("%s: no matrix", who);
+    if (w->method != LG_KQ_Q8 && w->method != LG_KQ_Q4 && w->method != LG_KQ_FP8)
+        return lg_k_fail("%s: unknown quantization method %d", who, (int)w->method);
+    if (w->group < 0 || w->group % 2 != 0 || w->group > 65536)
+        return lg_k_fail("%s: group %d: expected 0 (per row) or an even number up to 65536", who,
+                         w->group);
+    if (is_q4(w) && w->group == 0)
+        return lg_k_fail("%s: q4 needs a group", who);
+    if (w->mins && !is_q4(w))
+        return lg_k_fail("%s: mins are only defined for q4", who);
+    if (w->rows <= 0 || w->cols <= 0)
+        return lg_k_fail("%s: bad matrix sizes rows=%d cols=%d", who, w->rows, w->cols);
+    if (!w->codes || !w->scales)
+        return lg_k_fail("%s: codes and scales are required", who);
+    return 0;
+}
+
+static qparams params_of(const lg_kqmat *w)
+{
+    qparams p;
+    p.codes = (const uint8_t *)w->codes;
+    p.scales = w->scales;
+    p.mins = w->mins;
+    p.row_bytes = lg_kqmat_row_bytes(w);
+    p.method = (int)w->method;
+    p.group = w->group ? w->group : w->cols;
+    p.n_groups = lg_kqmat_n_groups(w);
+    p.rows = w->rows;
+    p.cols = w->cols;
+    return p;
+}
+
+/* ---------------------------------------------------------------- element decoding (float32) */
+
+/* e4m3fn, as lg_e4m3_to_f32: for exponent e >= 1 the code shifted into place with the bias moved
+ * from 7 to 127; e = 0 is m 2^-9. */
+__device__ __forceinline__ float e4m3_to_f32(unsigned c)
+{
+    unsigned mag = c & 0x7fu;
+    float v;
+    if (mag == 0x7fu)
+        v = __int_as_float(0x7fc00000);
+    else if (mag < 8u)
+        v = (float)mag * (1.0f / 512.0f);
+    else
+        v = __uint_as_float((mag << 20) + (120u << 23));
+    return (c & 0x80u) ? -v : v;
+}
+
+__device__ __forceinline__ float scale_at(const qparams &p, size_t gi)
+{
+    if (p.method == LG_KQ_FP8)
+        return __ldg((const float *)p.scales + gi);
+    return __half2float(__ldg((const __half *)p.scales + gi));
+}
+
+/* q4's min: the stored one, or -8 scale (symmetric codes). */
+__device__ __forceinline__ float min_at(const qparams &p, size_t gi, float scale)
+{
+    return p.mins ? __half2float(__ldg((const __half *)p.mins + gi)) : -8.0f * scale;
+}
+
+/* deq(W)[r][c], the float32 value lg_quant_dequant_rows gives (scale * nibble is exact, so an
+ * FMA there rounds like the CPU's multiply then add). */
+__device__ float q_decode(const qparams &p, int r, int c)
+{
+    size_t gi = (size_t)r * p.n_groups + c / p.group;
+    float s = scale_at(p, gi);
+    const uint8_t *row = p.codes + (size_t)r * p.row_bytes;
+    if (p.method == LG_KQ_Q8)
+        return s * (float)(int8_t)__ldg(row + c);
+    if (p.method == LG_KQ_FP8)
+        return s * e4m3_to_f32(__ldg(row + c));
+    int nibble = (__ldg(row + c / 2) >> (4 * (c & 1))) & 15;
+    return min_at(p, gi, s) + s * (float)nibble;
+}
+
+/* ---------------------------------------------------------------- codes to mma operands */
+
+template <typename T> struct qtype;
+/* 0x6400 is 1024 in float16, whose mantissa step is 1 there: 0x64XX = 1024 + XX (XX < 1024) */
+template <> struct qtype<__half> {
+    static constexpr uint32_t ONES = 0x3c003c00u;
+    static constexpr uint32_t NIB = 0x64006400u;
+};
+/* 0x4300 is 128 in bfloat16, mantissa step 1: 0x43XX = 128 + XX (XX < 128) */
+template <> struct qtype<__nv_bfloat16> {
+    static constexpr uint32_t ONES = 0x3f803f80u;
+    static constexpr uint32_t NIB = 0x43004300u;
+};
+
+/* a - b on a pair of T given as bits (exact for the small integers it is used on) */
+template <typename T> __device__ __forceinline__ uint32_t sub_pair(uint32_t a, uint32_t b)
+{
+    typedef typename lg_elem<T>::pair P;
+    P r = __hsub2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+template <typename T> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi)
+{
+    typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Two e4m3fn codes (low 16 bits) to a float16 pair, exactly. Before sm_89 (no conversion
+ * instruction): the code's bits shifted into a float16 (exponent bias 15 instead of 7, subnormals
+ * included) times 2^8; NaN codes, which no checkpoint holds, decode to 480 there. */
+__device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t two)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    uint32_t r;
+    unsigned short s = (unsigned short)two;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(s));
+    return r;
+#else
+    uint32_t v = __byte_perm(two, 0u, 0x4140); /* bytes [c0, 0, c1, 0] */
+    uint32_t h = ((v & 0x007f007fu) << 7) | ((v & 0x00800080u) << 8);
+    __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&h), __half2half2(__ushort_as_half(0x5c00)));
+    return *reinterpret_cast<uint32_t *>(&r);
+#endif
+}
+
+/* One 32-bit word of codes to operand pairs in column order: q8 and fp8 4 codes -> 2 pairs, q4 8
+ * codes -> 4 pairs. The values: q8 q itself, q4 the nibble (nibble - 8 without mins), fp8
+ * e4m3(q). */
+template <typename T, int M> struct qcodec {
+    static constexpr int PAIRS = (M == QM_Q4 || M == QM_Q4_MINS) ? 4 : 2;
+
+    static __device__ __forceinline__ void decode(uint32_t w, uint32_t *pr)
+    {
+        if constexpr (M == QM_Q8) {
+            uint32_t u = w ^ 0x80808080u; /* q + 128, 0..255 */
+            if constexpr (std::is_same<T, __half>::value) {
+                pr[0] = sub_pair<T>(__byte_perm(u, 0x64646464u, 0x4140), 0x64806480u); /* - 1152 */
+                pr[1] = sub_pair<T>(__byte_perm(u, 0x64646464u, 0x4342), 0x64806480u);
+            } else {
+                /* a byte does not fit bfloat16's mantissa: 2^23 + q + 128 in float32 */
+                float f[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    f[j] = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7540 + j)) - 8388736.0f;
+                pr[0] = pack_pair<T>(f[0], f[1]);
+                pr[1] = pack_pair<T>(f[2], f[3]);
+            }
+        } else if constexpr (M == QM_FP8) {
+            uint32_t h[2] = {e4m3x2_to_half2(w & 0xffffu), e4m3x2_to_half2(w >> 16)};
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                if constexpr (std::is_same<T, __half>::value) {
+                    pr[j] = h[j];
+                } else {
+                    float2 f = __half22float2(*reinterpret_cast<__half2 *>(&h[j]));
+                    pr[j] = pack_pair<T>(f.x, f.y);
+                }
+            }
+        } else {
+            /* byte j holds columns 2j (low nibble) and 2j + 1 (high): w's byte j and (w >> 4)'s
+             * byte j, each masked to 4 bits, under the magic exponent */
+            const uint32_t w4 = w >> 4, nib = qtype<T>::NIB;
+            const uint32_t bias = M == QM_Q4 ? nib | 0x00080008u : nib;
+            pr[0] = sub_pair<T>((__byte_perm(w, w4, 0x4400) & 0x000f000fu) | nib, bias);
+            pr[1] = sub_pair<T>((__byte_perm(w, w4, 0x5511) & 0x000f000fu) | nib, bias);
+            pr[2] = sub_pair<T>((__byte_perm(w, w4, 0x6622) & 0x000f000fu) | nib, bias);
+            pr[3] = sub_pair<T>((__byte_perm(w, w4, 0x7733) & 0x000f000fu) | nib, bias);
+        }
+    }
+};
+
+/* c += a (16x16, row) * b (16x8, col), float32 accumulation */
+template <typename T>
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    if constexpr (std::is_same<T, __half>::value)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* ---------------------------------------------------------------- GEMV, tensor cores */
+
+/* Geometry of the tensor-core kernel for method M and CB bytes of codes per lane and row. */
+template <typename T, int M, int CB> struct qgeom {
+    static constexpr int PAIRS = qcodec<T, M>::PAIRS;
+    static constexpr int KC = PAIRS * CB / 2; /* columns per chunk */
+    static constexpr int WIN = 4 * KC;        /* columns per step: the quad's four chunks */
+    static constexpr int WORDS = CB / 4;      /* code words per chunk */
+    static constexpr int XW = KC / 2;         /* words of x per chunk */
+    /* steps whose loads are in flight together: ~64 registers of codes and x per lane */
+    static constexpr int U0 = 64 / (2 * WORDS + XW);
+    static constexpr int U = U0 > 8 ? 8 : U0;
+    /* raw scale bits, converted where used: no instruction waits early on the load */
+    typedef typename std::conditional<M == QM_FP8, float, unsigned short>::type raw;
+};
+
+__device__ __forceinline__ uint4 ld_stream16(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+template <int CB> __device__ __forceinline__ void ld_codes(const uint8_t *p, uint32_t *w)
+{
+    if constexpr (CB == 16) {
+        uint4 v = ld_stream16(p);
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    } else if constexpr (CB == 8) {
+        asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
+            : "=r"(w[0]), "=r"(w[1])
+            : "l"(p));
+    } else {
+        asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(w[0]) : "l"(p));
+    }
+}
+
+template <int XW> __device__ __forceinline__ void ld_x(const void *p, uint32_t *w)
+{
+    if constexpr (XW % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < XW / 4; i++) {
+            uint4 v = __ldg(reinterpret_cast<const uint4 *>(p) + i);
+            w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+        }
+    } else {
+        static_assert(XW == 2, "x chunk of 2 or 4k words");
+        uint2 v = __ldg(reinterpret_cast<const uint2 *>(p));
+        w[0] = v.x, w[1] = v.y;
+    }
+}
+
+template <typename R> __device__ __forceinline__ R ld_raw(const void *base, size_t i)
+{
+    return __ldg(reinterpret_cast<const R *>(base) + i);
+}
+
+__device__ __forceinline__ float raw_to_f32(unsigned short h)
+{
+    return __half2float(__ushort_as_half(h));
+}
+
+__device__ __forceinline__ float raw_to_f32(float f)
+{
+    return f;
+}
+
+/* One step of a lane: its chunk of rows g and g + 8 times its chunk of x. */
+template <typename T, int M, int CB>
+__device__ __forceinline__ void qstep(const uint32_t *ka, const uint32_t *kb, const uint32_t *xv,
+                                      float *acc, float *ones)
+{
+    typedef qcodec<T, M> D;
+#pragma unroll
+    for (int i = 0; i < CB / 4; i++) {
+        uint32_t pa[D::PAIRS], pb[D::PAIRS];
+        D::decode(ka[i], pa);
+        D::decode(kb[i], pb);
+#pragma unroll
+        for (int j = 0; j < D::PAIRS / 2; j++) {
+            const int m = i * (D::PAIRS / 2) + j;
+            const uint32_t a[4] = {pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1]};
+            mma16816<T>(acc, a, xv[2 * m], xv[2 * m + 1]);
+            if constexpr (M == QM_Q4_MINS) {
+                const uint32_t o[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES,
+                                       qtype<T>::ONES};
+                mma16816<T>(ones, o, xv[2 * m], xv[2 * m + 1]);
+            }
+        }
+    }
+}
+
+template <typename T, int M, int CB>
+__global__ void __launch_bounds__(QG_MAX_WARPS * 32)
+    qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
+                     int nt, int accumulate)
+{
+    typedef qgeom<T, M, CB> G;
+    typedef typename G::raw raw;
+    constexpr int U = G::U;
+    extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int g = lane >> 2, q = lane & 3;
+    const int row0 = blockIdx.x * QG_ROWS;
+    /* rows past the end read the last row and are dropped at the store */
+    const int ra = min(row0 + g, p.rows - 1), rb = min(row0 + g + 8, p.rows - 1);
+    const uint8_t *ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
+    const uint8_t *cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
+    /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
+    const T *xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
+    const size_t ia = (size_t)ra * p.n_groups, ib = (size_t)rb * p.n_groups;
+    const int steps = p.cols / G::WIN, spg = p.group / G::WIN; /* steps per group */
+    const int s_begin = (int)((long long)steps * warp / warps);
+    const int s_end = (int)((long long)steps * (warp + 1) / warps);
+    /* the group of the next step, and the steps left in it */
+    int grp = s_begin / spg, left = spg - s_begin % spg;
+    float acc[4] = {0, 0, 0, 0}, ones[4] = {0, 0, 0, 0}, sums[4] = {0, 0, 0, 0};
+
+    for (int s0 = s_begin; s0 < s_end; s0 += U) {
+        uint32_t ka[U][G::WORDS], kb[U][G::WORDS], xv[U][G::XW];
+        raw sa[U], sb[U], ma[U], mb[U];
+        bool fin[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + u;
+            fin[u] = false;
+            if (s < s_end) {
+                ld_codes<CB>(ca + (size_t)s * (4 * CB), ka[u]);
+                ld_codes<CB>(cb + (size_t)s * (4 * CB), kb[u]);
+                ld_x<G::XW>(xp + (size_t)s * G::WIN, xv[u]);
+                /* a group's partial sums are scaled after its last step (or the warp's last) */
+                bool end = --left == 0;
+                fin[u] = end || s + 1 == s_end;
+                if (fin[u]) {
+                    sa[u] = ld_raw<raw>(p.scales, ia + grp);
+                    sb[u] = ld_raw<raw>(p.scales, ib + grp);
+                    if constexpr (M == QM_Q4_MINS) {
+                        ma[u] = ld_raw<raw>(p.mins, ia + grp);
+                        mb[u] = ld_raw<raw>(p.mins, ib + grp);
+                    }
+                }
+                if (end) {
+                    grp++;
+                    left = spg;
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (s0 + u >= s_end)
+                break;
+            qstep<T, M, CB>(ka[u], kb[u], xv[u], acc, ones);
+            if (!fin[u])
+                continue;
+            float fa = raw_to_f32(sa[u]), fb = raw_to_f32(sb[u]);
+            sums[0] = fmaf(fa, acc[0], sums[0]);
+            sums[1] = fmaf(fa, acc[1], sums[1]);
+            sums[2] = fmaf(fb, acc[2], sums[2]);
+            sums[3] = fmaf(fb, acc[3], sums[3]);
+            if constexpr (M == QM_Q4_MINS) {
+                float na = raw_to_f32(ma[u]), nb = raw_to_f32(mb[u]);
+                sums[0] = fmaf(na, ones[0], sums[0]);
+                sums[1] = fmaf(na, ones[1], sums[1]);
+                sums[2] = fmaf(nb, ones[2], sums[2]);
+                sums[3] = fmaf(nb, ones[3], sums[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                acc[i] = ones[i] = 0.0f;
+        }
+    }
+
+    /* accumulator c0, c1: row g, x rows 2q, 2q + 1; c2, c3: row g + 8 */
+    float *rw = red + warp * (QG_ROWS * QG_TOKENS);
+    rw[g * QG_TOKENS + 2 * q] = sums[0];
+    rw[g * QG_TOKENS + 2 * q + 1] = sums[1];
+    rw[(g + 8) * QG_TOKENS + 2 * q] = sums[2];
+    rw[(g + 8) * QG_TOKENS + 2 * q + 1] = sums[3];
+    __syncthreads();
+    for (int i = threadIdx.x; i < QG_ROWS * nt; i += blockDim.x) {
+        int r = i % QG_ROWS, t = i / QG_ROWS, row = row0 + r;
+        float s = 0.0f;
+        for (int w = 0; w < warps; w++)
+            s += red[(w * QG_ROWS + r) * QG_TOKENS + t];
+        if (row < p.rows) {
+            size_t o = (size_t)t * ldy + row;
+            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + s : s);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- GEMV, scalar */
+
+/* Any shape and alignment: one row of W per warp, every element decoded as the CPU does. */
+template <typename T>
+__global__ void qgemv_scalar_kernel(void *y, int y_dt, int ldy, qparams p,
+                                    const T *__restrict__ x, int ldx, int nt, int accumulate)
+{
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * QG_SCALAR_WARPS + (threadIdx.x >> 5);
+    if (row >= p.rows)
+        return;
+    float acc[QG_TOKENS];
+#pragma unroll
+    for (int t = 0; t < QG_TOKENS; t++)
+        acc[t] = 0.0f;
+    for (int k = lane; k < p.cols; k += 32) {
+        float w = q_decode(p, row, k);
+#pragma unroll
+        for (int t = 0; t < QG_TOKENS; t++)
+            if (t < nt)
+                acc[t] = fmaf(w, lg_elem<T>::to_f(x[(size_t)t * ldx + k]), acc[t]);
+    }
+#pragma unroll
+    for (int t = 0; t < QG_TOKENS; t++) {
+        if (t >= nt)
+            break;
+        float s = lg_warp_sum(acc[t]);
+        if (lane == 0) {
+            size_t o = (size_t)t * ldy + row;
+            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + s : s);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- GEMV launcher */
+
+static int kernel_method(const lg_kqmat *w)
+{
+    if (w->method == LG_KQ_Q8)
+        return QM_Q8;
+    if (w->method == LG_KQ_FP8)
+        return QM_FP8;
+    return w->mins ? QM_Q4_MINS : QM_Q4;
+}
+
+/* The widest load whose window (4 chunks) divides both the group and cols, given the alignment. */
+extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx)
+{
+    if (qg_warps == 0 || !w || ((uintptr_t)x & 15) != 0 || ldx % 8 != 0)
+        return 0;
+    int group = w->group ? w->group : w->cols;
+    for (int cb = 16; cb >= 4; cb /= 2) {
+        int win = 4 * (is_q4(w) ? 2 * cb : cb);
+        if (group % win == 0 && w->cols % win == 0 && ((uintptr_t)w->codes % cb) == 0)
+            return cb;
+    }
+    return 0;
+}
+
+template <typename T>
+static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
+                      const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
+{
+    size_t smem = (size_t)qg_warps * QG_ROWS * QG_TOKENS * sizeof(float);
+    unsigned threads = (unsigned)qg_warps * 32;
+#define QG_CASE(M_, CB_)                                                                          \
+    if (method == M_ && cb == CB_) {                                                              \
+        qgemv_mma_kernel<T, M_, CB_><<<blocks, threads, smem, s>>>(y, y_dt, ldy, p, x, ldx, nt,   \
+                                                                   acc);                          \
+        return;                                                                                   \
+    }
+#define QG_WIDTHS(M_) QG_CASE(M_, 16) QG_CASE(M_, 8) QG_CASE(M_, 4)
+    QG_WIDTHS(QM_Q8)
+    QG_WIDTHS(QM_Q4)
+    QG_WIDTHS(QM_Q4_MINS)
+    QG_WIDTHS(QM_FP8)
+#undef QG_WIDTHS
+#undef QG_CASE
+}
+
+template <typename T>
+static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, const void *x,
+                         int ldx, int n, int acc, cudaStream_t s)
+{
+    qparams p = params_of(w);
+    int ysz = y_dt == LG_KDT_F32 ? 4 : 2;
+    for (int t0 = 0; t0 < n; t0 += QG_TOKENS) {
+        int nt = n - t0 < QG_TOKENS ? n - t0 : QG_TOKENS;
+        void *yt = (char *)y + (size_t)t0 * ldy * ysz;
+        const T *xt = (const T *)x + (size_t)t0 * ldx;
+        if (cb) {
+            unsigned blocks = (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS);
+            qgemv_mma<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt, acc, s);
+        } else {
+            unsigned blocks = (unsigned)((w->rows + QG_SCALAR_WARPS - 1) / QG_SCALAR_WARPS);
+            qgemv_scalar_kernel<T><<<blocks, QG_SCALAR_WARPS * 32, 0, s>>>(yt, y_dt, ldy, p, xt,
+                                                                           ldx, nt, acc);
+        }
+    }
+}
+
+extern "C" int lg_k_gemv_quant_set_variant(int warps)
+{
+    if (warps != 0 && warps != 4 && warps != 8 && warps != 16)
+        return lg_k_fail("lg_k_gemv_quant_set_variant: warps must be 4, 8, 16 (or 0: scalar), "
+                         "got %d", warps);
+    qg_warps = warps;
+    return 0;
+}
+
+extern "C" int lg_k_gemv_quant(void *y, lg_kdtype y_dt, int ldy, const lg_kqmat *w, const void *x,
+                               int ldx, lg_kdtype x_dt, int n, float beta, void *stream)
+{
+    const char *who = "lg_k_gemv_quant";
+    if (check_qmat(w, who) != 0)
+        return -1;
+    if (x_dt != LG_KDT_F16 && x_dt != LG_KDT_BF16)
+        return lg_k_fail("%s: x must be float16 or bfloat16 (dtype %d)", who, (int)x_dt);
+    if (y_dt != LG_KDT_F32 && y_dt != x_dt)
+        return lg_k_fail("%s: output must be float32 or x's type (dtype %d)", who, (int)y_dt);
+    if (beta != 0.0f && beta != 1.0f)
+        return lg_k_fail("%s: beta must be 0 or 1 (got %g)", who, beta);
+    if (n < 0 || ldx < w->cols || ldy < w->rows)
+        return lg_k_fail("%s: bad sizes n=%d rows=%d cols=%d ldx=%d ldy=%d", who, n, w->rows,
+                         w->cols, ldx, ldy);
+    if (n == 0)
+        return 0;
+    int cb = lg_k_gemv_quant_load_bytes(w, x, ldx);
+    int acc = beta != 0.0f;
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    if (x_dt == LG_KDT_F16)
+        qgemv_launch<__half>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
+    else
+        qgemv_launch<__nv_bfloat16>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- dequantization */
+
+template <typename T> __device__ __forceinline__ void store8(T *dst, const float *v)
+{
+    if constexpr (std::is_same<T, float>::value) {
+        reinterpret_cast<float4 *>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        uint4 o = make_uint4(pack_pair<T>(v[0], v[1]), pack_pair<T>(v[2], v[3]),
+                             pack_pair<T>(v[4], v[5]), pack_pair<T>(v[6], v[7]));
+        *reinterpret_cast<uint4 *>(dst) = o;
+    }
+}
+
+/* Eight columns of one group per thread: one load of codes, one of the group's parameters, one
+ * 16-byte (float32: two) store. Rows by blockIdx.y, strided past 65535. */
+template <typename T>
+__global__ void dequant_vec_kernel(T *out, int ldo, qparams p, int row0, int n_rows)
+{
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (c >= p.cols)
+        return;
+    for (int r = blockIdx.y; r < n_rows; r += gridDim.y) {
+        int row = row0 + r;
+        size_t gi = (size_t)row * p.n_groups + c / p.group;
+        float s = scale_at(p, gi), v[8];
+        const uint8_t *src = p.codes + (size_t)row * p.row_bytes;
+        if (p.method == LG_KQ_Q4) {
+            uint32_t raw = __ldg(reinterpret_cast<const unsigned *>(src + c / 2));
+            float mn = min_at(p, gi, s);
+#pragma unroll
+            for (int j = 0; j < 8; j++) /* column c + j is nibble j of the word */
+                v[j] = mn + s * (float)((raw >> (4 * j)) & 15u);
+        } else {
+            uint2 raw = __ldg(reinterpret_cast<const uint2 *>(src + c));
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                unsigned b = ((j < 4 ? raw.x : raw.y) >> (8 * (j & 3))) & 0xffu;
+                v[j] = s * (p.method == LG_KQ_Q8 ? (float)(int8_t)b : e4m3_to_f32(b));
+            }
+        }
+        store8<T>(out + (size_t)r * ldo + c, v);
+    }
+}
+
+__global__ void dequant_scalar_kernel(void *out, int out_dt, int ldo, qparams p, int row0,
+                                      int n_rows)
+{
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.cols)
+        return;
+    for (int r = blockIdx.y; r < n_rows; r += gridDim.y)
+        lg_st(out, out_dt, (size_t)r * ldo + c, q_decode(p, row0 + r, c));
+}
+
+extern "C" int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int row0,
+                            int n_rows, void *stream)
+{
+    const char *who = "lg_k_dequant";
+    if (check_qmat(w, who) != 0)
+        return -1;
+    if (lg_kdtype_size(out_dt) == 0)
+        return lg_k_fail("%s: unknown output dtype %d", who, (int)out_dt);
+    if (row0 < 0 || n_rows < 0 || n_rows > w->rows - row0 || ldo < w->cols)
+        return lg_k_fail("%s: bad sizes row0=%d n_rows=%d rows=%d cols=%d ldo=%d", who, row0,
+                         n_rows, w->rows, w->cols, ldo);
+    if (n_rows == 0)
+        return 0;
+    qparams p = params_of(w);
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    unsigned gy = (unsigned)(n_rows < 65535 ? n_rows : 65535);
+    size_t code_align = is_q4(w) ? 4 : 8;
+    bool vec = p.group % 8 == 0 && w->cols % 8 == 0 && ldo % 8 == 0 &&
+               ((uintptr_t)out & 15) == 0 && ((uintptr_t)w->codes % code_align) == 0;
+    if (vec) {
+        dim3 grid((unsigned)((w->cols / 8 + 127) / 128), gy);
+        if (out_dt == LG_KDT_F16)
+            dequant_vec_kernel<__half><<<grid, 128, 0, s>>>((__half *)out, ldo, p, row0, n_rows);
+        else if (out_dt == LG_KDT_BF16)
+            dequant_vec_kernel<__nv_bfloat16>
+                <<<grid, 128, 0, s>>>((__nv_bfloat16 *)out, ldo, p, row0, n_rows);
+        else
+            dequant_vec_kernel<float><<<grid, 128, 0, s>>>((float *)out, ldo, p, row0, n_rows);
+    } else {
+        dim3 grid((unsigned)((w->cols + 255) / 256), gy);
+        dequant_scalar_kernel<<<grid, 256, 0, s>>>(out, (int)out_dt, ldo, p, row0, n_rows);
+    }
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
