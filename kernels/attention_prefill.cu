@@ -72,21 +72,6 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned *r, const void *smem)
                  : "r"(a));
 }
 
-/* c += a (16x16, row) * b (16x8, col) */
-template <typename T>
-__device__ __forceinline__ void mma16816(float *c, const unsigned *a, unsigned b0, unsigned b1)
-{
-    if constexpr (std::is_same<T, __half>::value)
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi)
 {
@@ -218,8 +203,8 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
             for (int jp = 0; jp < BN / 16; jp++) {
                 unsigned b[4];
                 ldsm_x4(b, Kb + swz(jp * 16 + (lane & 7) + (lane >> 4) * 8, 2 * kk + ((lane >> 3) & 1)));
-                mma16816<T>(s[2 * jp], qf[kk], b[0], b[1]);
-                mma16816<T>(s[2 * jp + 1], qf[kk], b[2], b[3]);
+                lg_mma16816<T>(s[2 * jp], qf[kk], b[0], b[1]);
+                lg_mma16816<T>(s[2 * jp + 1], qf[kk], b[2], b[3]);
             }
 
         const int kr0 = j * BN;
@@ -286,11 +271,11 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
             for (int dp = 0; dp < HD / 16; dp++) {
                 unsigned b[4];
                 ldsm_x4_trans(b, Vb + swz(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * dp + (lane >> 4)));
-                mma16816<T>(o[2 * dp], a, b[0], b[1]);
-                mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
+                lg_mma16816<T>(o[2 * dp], a, b[0], b[1]);
+                lg_mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
                 if constexpr (BF16) {
-                    mma16816<T>(o[2 * dp], alo, b[0], b[1]);
-                    mma16816<T>(o[2 * dp + 1], alo, b[2], b[3]);
+                    lg_mma16816<T>(o[2 * dp], alo, b[0], b[1]);
+                    lg_mma16816<T>(o[2 * dp + 1], alo, b[2], b[3]);
                 }
             }
         }

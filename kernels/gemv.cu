@@ -14,14 +14,6 @@
 /* rows per warp and unroll of the vector kernel: (2, 4) by default, others for benchmarks */
 static int gemv_rows = 2, gemv_unroll = 4;
 
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
 
 template <typename T, int NT, int ROWS, int UNROLL>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
@@ -53,7 +45,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             int i = base + u * 32;
 #pragma unroll
             for (int r = 0; r < ROWS; r++)
-                wv[u][r] = i < kv ? ld_stream(wr[r] + i) : make_uint4(0, 0, 0, 0);
+                wv[u][r] = i < kv ? lg_ld_stream16(wr[r] + i) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {

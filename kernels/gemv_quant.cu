@@ -251,21 +251,6 @@ template <typename T, int M> struct qcodec {
     }
 };
 
-/* c += a (16x16, row) * b (16x8, col), float32 accumulation */
-template <typename T>
-__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    if constexpr (std::is_same<T, __half>::value)
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 /* ---------------------------------------------------------------- GEMV, tensor cores */
 
@@ -283,19 +268,11 @@ template <typename T, int M, int CB> struct qgeom {
     typedef typename std::conditional<M == QM_FP8, float, unsigned short>::type raw;
 };
 
-__device__ __forceinline__ uint4 ld_stream16(const void *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
 
 template <int CB> __device__ __forceinline__ void ld_codes(const uint8_t *p, uint32_t *w)
 {
     if constexpr (CB == 16) {
-        uint4 v = ld_stream16(p);
+        uint4 v = lg_ld_stream16(p);
         w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
     } else if constexpr (CB == 8) {
         asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
@@ -351,11 +328,11 @@ __device__ __forceinline__ void qstep(const uint32_t *ka, const uint32_t *kb, co
         for (int j = 0; j < D::PAIRS / 2; j++) {
             const int m = i * (D::PAIRS / 2) + j;
             const uint32_t a[4] = {pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1]};
-            mma16816<T>(acc, a, xv[2 * m], xv[2 * m + 1]);
+            lg_mma16816<T>(acc, a, xv[2 * m], xv[2 * m + 1]);
             if constexpr (M == QM_Q4_MINS) {
                 const uint32_t o[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES,
                                        qtype<T>::ONES};
-                mma16816<T>(ones, o, xv[2 * m], xv[2 * m + 1]);
+                lg_mma16816<T>(ones, o, xv[2 * m], xv[2 * m + 1]);
             }
         }
     }

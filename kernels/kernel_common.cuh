@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <type_traits>
 
 #include "cuda_check.h"
 #include "kernel_types.h"
@@ -176,5 +177,34 @@ __host__ __device__ __forceinline__ bool lg_dmask_all(const lg_dmask &m, int q0,
 
 /* Checks a host mask description and converts it (NULL = full). */
 int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who);
+
+/* ---------------------------------------------------------------- PTX shared by the GEMVs and attention */
+
+/* 16 bytes from global memory that is read once: through the non-coherent path, not kept in L1. */
+__device__ __forceinline__ uint4 lg_ld_stream16(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* c += a (16x16, row) * b (16x8, col) on the tensor cores, float32 accumulation; T is __half or
+ * __nv_bfloat16. */
+template <typename T>
+__device__ __forceinline__ void lg_mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    if constexpr (std::is_same<T, __half>::value)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 #endif
