@@ -224,6 +224,11 @@ static void test_reference_round_trip_and_tp_refusals(void)
     snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --tp 3 --device cuda", eval, dir, ref);
     CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
     CU_ASSERT(strstr(out, "does not divide the heads") || strstr(out, "no CUDA support"));
+    snprintf(cmd, sizeof cmd, "%s passkey '%s' --lengths 256 --trials 1 --tp 2", eval, dir);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--device cuda"));
+    snprintf(cmd, sizeof cmd, "%s needle '%s' --lengths 256 --tp 9", eval, dir);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
 }
 
 int lg_register_eval_tests(void)
