@@ -306,15 +306,14 @@ static int add_matrices(cuda_fwd *f, weight_list *l, const lg_checkpoint *ck, co
             return -1;
         n_quant += found;
     }
-    if (n_quant > 0 && (n_quant < n || f->sh.tp > 1 || f->dt != LG_KDT_F16 ||
-                        specs[0].part == LG_TPW_EMBED))
-        return lg_err_set(err, "'%s': the CUDA engine takes quantized matrices on one GPU, in f16, "
-                               "%s (here: %s): convert with --quant-exclude for it, or use --device "
-                               "cpu", specs[0].name, "every matrix of a stacked product quantized "
-                               "alike and the embedding in float",
+    if (n_quant > 0 && (n_quant < n || f->sh.tp > 1 || specs[0].part == LG_TPW_EMBED))
+        return lg_err_set(err, "'%s': the CUDA engine takes quantized matrices on one GPU, with "
+                               "every matrix of a stacked product (q|k|v, gate|up) quantized alike "
+                               "and the embedding in float (here: %s): convert without "
+                               "--quant-embeddings or with --quant-exclude, or use --device cpu",
+                          specs[0].name,
                           n_quant < n ? "a stacked product partly quantized"
-                          : f->sh.tp > 1 ? "--tp > 1"
-                          : f->dt != LG_KDT_F16 ? "--dtype bf16" : "a quantized embedding");
+                          : f->sh.tp > 1 ? "--tp > 1" : "a quantized embedding");
     if (n_quant == 0) {
         for (int i = 0; i < n; i++) {
             const lg_st_tensor *t = lg_model_need_tensor(ck, specs[i].name, specs[i].rows,
