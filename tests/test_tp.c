@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "model.h"
 #include "test_env.h"
+#include "tp_comm.h"
 #include "tp_shard.h"
 
 /* widths of the fixtures, of Llama-2-7B and -70B, and odd ones (vocabulary and MLP widths that do
@@ -237,6 +238,11 @@ static void test_engine_refuses_tp_it_cannot_run(void)
         e = lg_engine_new(m, "cuda", &o, &err);
         CU_ASSERT_PTR_NULL(e);
         CU_ASSERT(strlen(err.msg) > 0);
+        /* which reason depends on the build: no CUDA, no NCCL, or too few GPUs */
+        if (lg_engine_check_device("cuda", &err) == 0 && !lg_tp_comm_available()) {
+            e = lg_engine_new(m, "cuda", &o, &err);
+            CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "no NCCL"));
+        }
         lg_engine_free(e);
     }
     o.tp = 4; /* 2 KV heads */
