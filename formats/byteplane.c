@@ -212,8 +212,12 @@ lg_bp_decoder *lg_bp_decoder_new(const lg_bp_params *p, uint64_t expect, lg_bp_s
     d->dctx = ZSTD_createDCtx();
     d->out = malloc(OUT_BYTES);
     if (p->transform) {
-        d->chunk = malloc(p->chunk);
-        d->merged = malloc(p->chunk);
+        /* no more than expect - skip bytes are ever buffered (take_decoded refuses more): a file
+         * smaller than a chunk needs buffers of its own size, not two 16 MiB ones */
+        uint64_t planed = expect > p->skip ? expect - p->skip : 1;
+        size_t cap = planed < p->chunk ? (size_t)planed : p->chunk;
+        d->chunk = malloc(cap);
+        d->merged = malloc(cap);
     }
     if (!d->dctx || !d->out || (p->transform && (!d->chunk || !d->merged))) {
         lg_err_set(err, "out of memory");

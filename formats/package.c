@@ -173,15 +173,17 @@ static int cmp_stored(const void *a, const void *b)
     return strcmp((*(const lg_pkg_file *const *)a)->stored_name, (*(const lg_pkg_file *const *)b)->stored_name);
 }
 
-/* Opens the archive and reads the manifest and its checksum, the two first members. */
-static int stream_open(pkg_stream *s, const char *path, lg_err *err)
+/* Opens the archive, from the file `path` or, when data is not NULL, from size bytes in memory
+ * (then `path` only names it in messages), and reads the manifest and its checksum, the two first
+ * members. */
+static int stream_open(pkg_stream *s, const char *path, const void *data, size_t size, lg_err *err)
 {
     memset(s, 0, sizeof *s);
     s->path = path;
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (!data && stat(path, &st) != 0)
         return lg_err_set(err, "%s: cannot open: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
+    if (!data && !S_ISREG(st.st_mode))
         return lg_err_set(err, "%s: not a package file", path);
     s->a = archive_read_new();
     s->buf = malloc(READ_BYTES);
@@ -189,7 +191,9 @@ static int stream_open(pkg_stream *s, const char *path, lg_err *err)
         return lg_err_set(err, "out of memory");
     /* tar only (pax, ustar, gnu), no compression filters: a package is never anything else */
     archive_read_support_format_tar(s->a);
-    if (archive_read_open_filename(s->a, path, 1 << 16) != ARCHIVE_OK)
+    int opened = data ? archive_read_open_memory(s->a, data, size)
+                      : archive_read_open_filename(s->a, path, 1 << 16);
+    if (opened != ARCHIVE_OK)
         return lg_err_set(err, "%s: not a LongGen package (not a readable tar archive: %s)", path,
                           archive_error_string(s->a));
     struct archive_entry *e;
@@ -471,8 +475,8 @@ static int unpack_stream(pkg_stream *s, const char *out_dir, const lg_unpack_opt
     return rc;
 }
 
-int lg_package_unpack(const char *pkg, const char *out_dir, const lg_unpack_opts *o,
-                      char manifest_sha256[65], lg_err *err)
+static int unpack_from(const char *pkg, const void *data, size_t size, const char *out_dir,
+                       const lg_unpack_opts *o, char manifest_sha256[65], lg_err *err)
 {
     static const lg_unpack_opts defaults;
     /* "DIR/" would put the temporary directory inside DIR */
@@ -481,13 +485,28 @@ int lg_package_unpack(const char *pkg, const char *out_dir, const lg_unpack_opts
     while (len > 1 && out[len - 1] == '/')
         out[--len] = 0;
     pkg_stream s;
-    int rc = stream_open(&s, pkg, err);
+    int rc = stream_open(&s, pkg, data, size, err);
     if (rc == 0)
         rc = unpack_stream(&s, out, o ? o : &defaults, PUBLISH_REPLACE, err);
     if (rc == 0 && manifest_sha256)
         memcpy(manifest_sha256, s.manifest_sha, 65);
     stream_close(&s);
     return rc;
+}
+
+int lg_package_unpack(const char *pkg, const char *out_dir, const lg_unpack_opts *o,
+                      char manifest_sha256[65], lg_err *err)
+{
+    return unpack_from(pkg, NULL, 0, out_dir, o, manifest_sha256, err);
+}
+
+/* data == NULL selects the file `pkg` below: an empty buffer must stay a buffer */
+static const char no_bytes[1];
+
+int lg_package_unpack_memory(const void *data, size_t size, const char *label, const char *out_dir,
+                             const lg_unpack_opts *o, char manifest_sha256[65], lg_err *err)
+{
+    return unpack_from(label, data ? data : no_bytes, data ? size : 0, out_dir, o, manifest_sha256, err);
 }
 
 /* ---------------------------------------------------------------- consistency (config vs tensors) */
@@ -576,8 +595,10 @@ static int plan_ranges(verify_sink *v, kept_file *k, lg_err *err)
         if (!it->string || !lg_is_rotary_inv_freq(it->string, &layer) || cJSON_GetArraySize(off) != 2)
             continue;
         double b = cJSON_GetArrayItem(off, 0)->valuedouble, e = cJSON_GetArrayItem(off, 1)->valuedouble;
-        /* a head_dim/2 vector: anything larger is not a real one, and the check refuses its shape */
-        if (!(b >= 0 && e >= b && e - b <= 65536))
+        /* a head_dim/2 vector: anything larger is not a real one, and the check refuses its shape;
+         * nor is one past the end of the file (whose offset would be written into the skeleton,
+         * making it terabytes long, or not even fit in 64 bits) */
+        if (!(b >= 0 && e >= b && e - b <= 65536 && e <= (double)(k->f->size - k->head_len)))
             continue;
         kept_range *grown = realloc(k->ranges, sizeof *grown * (size_t)(k->n_ranges + 1));
         if (!grown) {
@@ -693,10 +714,11 @@ static void rename_in_message(lg_err *err, const char *from, const char *to)
     memcpy(err->msg, out, sizeof out);
 }
 
-static int verify_package(const char *path, FILE *log, int quiet, lg_verify_report *rep, lg_err *err)
+static int verify_package(const char *path, const void *data, size_t size, FILE *log, int quiet,
+                          lg_verify_report *rep, lg_err *err)
 {
     pkg_stream s;
-    int rc = stream_open(&s, path, err);
+    int rc = stream_open(&s, path, data, size, err);
     verify_sink v = {.pkg = path, .log = log};
     if (rc == 0) {
         rep->is_package = 1;
@@ -753,9 +775,13 @@ static int verify_dir_manifest(const char *dir, FILE *log, lg_verify_report *rep
     FILE *f = fopen(path, "rb");
     if (!f)
         return errno == ENOENT ? 0 : lg_err_set(err, "%s: cannot open: %s", path, strerror(errno));
-    text = malloc(LG_PKG_MAX_MANIFEST + 1);
+    /* a buffer of the file's size (a manifest is a few KB), not of the 16 MiB limit */
+    struct stat fst;
+    int sized = fstat(fileno(f), &fst) == 0 && fst.st_size >= 0 && (uint64_t)fst.st_size <= LG_PKG_MAX_MANIFEST;
+    size_t cap = sized ? (size_t)fst.st_size + 1 : LG_PKG_MAX_MANIFEST + 1;
+    text = malloc(cap);
     if (text)
-        len = fread(text, 1, LG_PKG_MAX_MANIFEST + 1, f);
+        len = fread(text, 1, cap, f);
     fclose(f);
     if (!text)
         return lg_err_set(err, "out of memory");
@@ -841,7 +867,17 @@ int lg_package_verify(const char *path, FILE *log, int quiet, lg_verify_report *
         return lg_err_set(err, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode))
         return verify_dir(path, log, rep, err);
-    return verify_package(path, log, quiet, rep, err);
+    return verify_package(path, NULL, 0, log, quiet, rep, err);
+}
+
+int lg_package_verify_memory(const void *data, size_t size, const char *label, FILE *log, int quiet,
+                             lg_verify_report *rep, lg_err *err)
+{
+    lg_verify_report local;
+    if (!rep)
+        rep = &local;
+    memset(rep, 0, sizeof *rep);
+    return verify_package(label, data ? data : no_bytes, data ? size : 0, log, quiet, rep, err);
 }
 
 /* ---------------------------------------------------------------- the runtime's cache */
@@ -894,7 +930,7 @@ int lg_package_open_cached(const char *path, char *dir_out, size_t n, lg_err *er
 {
     char root[4096], dir[4200] = "";
     pkg_stream s;
-    int rc = stream_open(&s, path, err);
+    int rc = stream_open(&s, path, NULL, 0, err);
     if (rc == 0)
         rc = cache_root(root, sizeof root, err);
     if (rc == 0) {

@@ -108,6 +108,14 @@ typedef struct lg_verify_report {
  * each checked file go to `log` when not NULL. */
 int lg_package_verify(const char *path, FILE *log, int quiet, lg_verify_report *rep, lg_err *err);
 
+/* lg_package_unpack and lg_package_verify of a package held in memory (size bytes at data), named
+ * `label` in messages: the fuzz harness's entry points (tests/fuzz/fuzz_package.c). Verifying still
+ * writes its scratch directory under $TMPDIR. */
+int lg_package_unpack_memory(const void *data, size_t size, const char *label, const char *out_dir,
+                             const lg_unpack_opts *o, char manifest_sha256[65], lg_err *err);
+int lg_package_verify_memory(const void *data, size_t size, const char *label, FILE *log, int quiet,
+                             lg_verify_report *rep, lg_err *err);
+
 /* For the runtime: unpacks a package once into $XDG_CACHE_HOME/longgen/<manifest sha256> (or
  * ~/.cache/longgen/...) and returns that directory in dir_out. Later calls with the same package
  * find the directory and return at once (it only ever appears complete and verified). */

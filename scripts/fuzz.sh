@@ -3,12 +3,16 @@
 # and UndefinedBehaviorSanitizer into build-fuzz/, and runs each for SECONDS, FUZZ_JOBS at a time.
 #
 #   scripts/fuzz.sh [SECONDS] [HARNESS...]      (default: 60 seconds, every harness)
-#   FUZZ_JOBS=2 (parallel harnesses)  FUZZ_ARGS="..." (extra libFuzzer flags)
+#   FUZZ_JOBS=2 (parallel harnesses)  FUZZ_ARGS="..." (extra libFuzzer flags; a flag given twice:
+#   the last one counts)  FUZZ_OUT=DIR (build and corpus directory, default build-fuzz)
+#   FUZZ_SANITIZE=undefined (sanitizers of the build, default address,undefined: see
+#   docs/RELIABILITY.md for the one long run made without AddressSanitizer)
 #
 # Seeds: tests/fuzz/seeds/NAME plus the fixtures' small JSON files (../shared/fixtures or
-# $LG_FIXTURES), copied at run time. The corpus grows in build-fuzz/corpus/NAME and is reused by the
-# next run; logs are in build-fuzz/logs/NAME.log. A crash leaves its input in
-# build-fuzz/artifacts/ (replay: build-fuzz/NAME FILE) and makes the script exit 1.
+# $LG_FIXTURES), copied at run time; the package harness's seeds are packages lg-pack makes at run
+# time (below). The corpus grows in build-fuzz/corpus/NAME and is reused by the next run; logs are
+# in build-fuzz/logs/NAME.log. A crash leaves its input in build-fuzz/artifacts/ (replay:
+# build-fuzz/NAME FILE) and makes the script exit 1.
 set -euo pipefail
 { # read whole before running: editing this file during a long run does not disturb it
 cd "$(dirname "$0")/.."
@@ -16,7 +20,7 @@ seconds=${1:-60}
 shift || true
 jobs=${FUZZ_JOBS:-2}
 fixtures=${LG_FIXTURES:-../shared/fixtures}
-out=build-fuzz
+out=${FUZZ_OUT:-build-fuzz}
 
 all=()
 for src in tests/fuzz/fuzz_*.c; do
@@ -28,9 +32,12 @@ names=("$@")
 
 command -v clang > /dev/null || { echo "fuzz.sh: clang not found (apt-get install clang)"; exit 1; }
 mkdir -p "$out"
-CC=clang cmake -S . -B "$out" -DLG_FUZZ=ON -DLG_NO_CUDA=ON -DCMAKE_BUILD_TYPE=Debug \
-  -DCMAKE_C_FLAGS_DEBUG="-O1 -g" > "$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
-cmake --build "$out" -j"$(nproc)" --target "${names[@]/#/fuzz_}" >> "$out/build.log" 2>&1 ||
+CC=clang cmake -S . -B "$out" -DLG_FUZZ=ON -DLG_FUZZ_SANITIZE="${FUZZ_SANITIZE:-address,undefined}" \
+  -DLG_NO_CUDA=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g" > "$out/build.log" 2>&1 ||
+  { cat "$out/build.log"; exit 1; }
+targets=("${names[@]/#/fuzz_}")
+[[ " ${names[*]} " == *" package "* ]] && targets+=(lg-convert lg-pack) # its seeds, below
+cmake --build "$out" -j"$(nproc)" --target "${targets[@]}" >> "$out/build.log" 2>&1 ||
   { tail -50 "$out/build.log"; exit 1; }
 
 # ---- seeds: the committed ones plus small files from the fixtures
@@ -54,9 +61,33 @@ seed_from plan "$fixtures"/*/longgen_plan.json models/*/longgen_plan.json
 # real Hugging Face headers (the data is cut at max_len: the fuzzer learns the header)
 seed_from safetensors "$fixtures"/tiny-llama-fp16/model-00001-of-00010.safetensors
 
+# Packages: a 2-layer LongGen model (hidden 16, vocab 64, 2 shards + index) made by lg-convert synth
+# and lg-convert, with two small text files of the fixtures, packed by lg-pack with byte planes and
+# with plain zstd (26 KB each). A fixture's own model is not a seed: the smallest (stories260K)
+# packs to ~1 MB, and every execution hashes and decodes all of it.
+package_seeds() {
+  local t=$out/package-model
+  rm -rf "$t" && mkdir -p "$t"
+  ASAN_OPTIONS=detect_leaks=0 "$out/lg-convert" synth -o "$t/synth" --shape tiny --layers 2 --hidden 16 \
+    --intermediate 32 --heads 2 --kv-heads 1 --vocab 64 --shards 2 > "$t/log" 2>&1 &&
+    ASAN_OPTIONS=detect_leaks=0 "$out/lg-convert" "$t/synth" -o "$t/model" --full-layers 1 \
+      --sparse sink_window:sink=4,window=16 --max-context 256 --shard-size 0.00001 -q >> "$t/log" 2>&1 ||
+    { cat "$t/log"; return 1; }
+  for f in "$fixtures"/tiny-llama-fp16/generation_config.json "$fixtures"/kjv-tiny-longgen/tokenizer_config.json; do
+    [ -f "$f" ] && cp "$f" "$t/model/"
+  done
+  ASAN_OPTIONS=detect_leaks=0 "$out/lg-pack" "$t/model" -o "$out/seeds/package/tiny.lgpkg" -q >> "$t/log" 2>&1 &&
+    ASAN_OPTIONS=detect_leaks=0 "$out/lg-pack" "$t/model" -o "$out/seeds/package/tiny-zstd.lgpkg" \
+      --no-byte-planes -q >> "$t/log" 2>&1 || { cat "$t/log"; return 1; }
+}
+if [ -d "$out/seeds/package" ]; then
+  package_seeds || exit 1
+fi
+
 max_len() {
   case $1 in
     safetensors | tokenizer_*) echo 16384 ;;
+    package) echo 65536 ;; # the seeds are 26 KB
     byteplane) echo 4096 ;; # each input is also compressed: keep it quick
     *) echo 8192 ;;
   esac

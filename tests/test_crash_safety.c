@@ -25,10 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "byteplane.h"
 #include "checkpoint.h"
 #include "hf_config.h"
 #include "llama_tensors.h"
 #include "outdir.h"
+#include "package_manifest.h"
 #include "safetensors.h"
 #include "sentencepiece_model.h"
 #include "test_env.h"
@@ -520,6 +522,41 @@ static void test_counts_of_2_60_are_refused_before_allocating(void)
     CU_ASSERT_EQUAL(run_with_little_memory(claim_huge_counts, (size_t)16 << 20), 0);
 }
 
+/* A byte-plane member of 1000 bytes whose manifest gives the largest chunk a reader accepts (256
+ * MiB): the decoder buffers at most the file's planed bytes, so it needs no chunk-sized buffers. */
+static unsigned char small_data[1000];
+static void *small_stream;
+static size_t small_stream_n;
+
+static int decode_small_member_with_huge_chunk(void)
+{
+    lg_bp_params p = {.transform = 1, .skip = 24, .chunk = LG_PKG_MAX_CHUNK};
+    void *out = NULL;
+    size_t n = 0;
+    lg_err err = {{0}};
+    int rc = lg_bp_decompress_buffer(&p, small_stream, small_stream_n, sizeof small_data, &out, &n, &err);
+    if (rc != 0)
+        fprintf(stderr, "\n    decoding: %s\n", err.msg);
+    rc = rc == 0 && n == sizeof small_data && memcmp(out, small_data, n) == 0 ? 0 : -1;
+    free(out);
+    return rc;
+}
+
+static void test_small_byte_plane_member_decodes_without_chunk_sized_buffers(void)
+{
+    for (size_t i = 0; i < sizeof small_data; i++)
+        small_data[i] = (unsigned char)(i * 131 + 7);
+    /* one chunk either way: a stream made with any chunk of at least 1000 - 24 bytes is the same */
+    lg_bp_params p = {.transform = 1, .skip = 24, .chunk = 1024};
+    lg_err err = {{0}};
+    CU_ASSERT_EQUAL_FATAL(
+        lg_bp_compress_buffer(&p, 3, 1, small_data, sizeof small_data, &small_stream, &small_stream_n, &err), 0);
+    /* 2 x 256 MiB would not fit in 64 MiB */
+    CU_ASSERT_EQUAL(run_with_little_memory(decode_small_member_with_huge_chunk, HEADROOM), 0);
+    free(small_stream);
+    small_stream = NULL;
+}
+
 /* A config within every per-field limit can still describe a model of 10^15 parameters; with a
  * tiny checkpoint beside it lg-convert must refuse on the tensors, not try to size anything by the
  * config. Run under a 1 GiB address-space limit (ulimit -v) where the build allows one. */
@@ -566,6 +603,8 @@ int lg_register_crash_safety_tests(void)
                      test_shape_of_100g_elements_is_refused_before_allocating) ||
         !CU_add_test(s, "test_counts_of_2_60_are_refused_before_allocating",
                      test_counts_of_2_60_are_refused_before_allocating) ||
+        !CU_add_test(s, "test_small_byte_plane_member_decodes_without_chunk_sized_buffers",
+                     test_small_byte_plane_member_decodes_without_chunk_sized_buffers) ||
         !CU_add_test(s, "test_config_of_a_huge_model_is_refused_on_its_tensors",
                      test_config_of_a_huge_model_is_refused_on_its_tensors))
         return -1;

@@ -18,6 +18,7 @@
 
 #include "byteplane.h"
 #include "convert.h"
+#include "outdir.h"
 #include "package.h"
 #include "package_manifest.h"
 #include "progress.h"
@@ -405,6 +406,49 @@ static void test_pack_unpack_gives_bit_identical_tree(void)
     free(text);
 }
 
+/* The memory entry points (the fuzz harness's) read a package as the file ones do, and name it by
+ * its label when they refuse it. */
+static void test_package_in_memory_reads_like_the_file(void)
+{
+    const char *tmp = lg_test_tmpdir();
+    char pkg[4400], out[4400], id_file[65], id_mem[65];
+    path_in(pkg, sizeof pkg, tmp, "mem.lgpkg");
+    path_in(out, sizeof out, tmp, "unpacked");
+    CU_ASSERT_FATAL(small_model()[0] != 0);
+    CU_ASSERT_EQUAL_FATAL(pack_dir(small_model(), pkg, 0), 0);
+    size_t n = 0;
+    char *bytes = lg_read_file(pkg, &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+    lg_err err = {{0}};
+    lg_verify_report rf, rm;
+    CU_ASSERT_EQUAL(lg_package_verify(pkg, NULL, 1, &rf, &err), 0);
+    int rc = lg_package_verify_memory(bytes, n, "in-memory.lgpkg", NULL, 1, &rm, &err);
+    if (rc != 0)
+        fprintf(stderr, "\n  verify in memory: %s\n", err.msg);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_TRUE(rm.is_package);
+    CU_ASSERT_EQUAL(rm.n_files, rf.n_files);
+    CU_ASSERT_EQUAL(rm.n_tensors, rf.n_tensors);
+    CU_ASSERT_STRING_EQUAL(rm.manifest_sha256, rf.manifest_sha256);
+
+    lg_unpack_opts o = {.quiet = 1};
+    CU_ASSERT_EQUAL(lg_package_unpack(pkg, out, &o, id_file, &err), 0);
+    lg_remove_tree(out);
+    CU_ASSERT_EQUAL_FATAL(lg_package_unpack_memory(bytes, n, "in-memory.lgpkg", out, &o, id_mem, &err), 0);
+    CU_ASSERT_STRING_EQUAL(id_mem, id_file);
+    CU_ASSERT_TRUE(same_tree(small_model(), out));
+    lg_remove_tree(out);
+
+    /* cut half way */
+    CU_ASSERT_NOT_EQUAL(lg_package_verify_memory(bytes, n / 2, "in-memory.lgpkg", NULL, 1, NULL, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "in-memory.lgpkg: "));
+    CU_ASSERT_NOT_EQUAL(lg_package_unpack_memory(bytes, n / 2, "in-memory.lgpkg", out, &o, NULL, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "in-memory.lgpkg: "));
+    CU_ASSERT_FALSE(lg_path_exists(out));
+    CU_ASSERT_FALSE(has_entry_with_prefix(tmp, "unpacked.tmp-"));
+    free(bytes);
+}
+
 static void test_two_packs_of_one_tree_are_byte_identical(void)
 {
     const char *tmp = lg_test_tmpdir();
@@ -756,6 +800,90 @@ static void test_crafted_archives_are_refused(void)
     CU_ASSERT_EQUAL(entries, 0);
 }
 
+/* A package of files stored as they are (any bytes), with a valid manifest and checksum. */
+static void write_plain_package(const char *path, const char *const *names, const unsigned char *const *data,
+                                const size_t *sizes, int n)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "format", "lgpkg");
+    cJSON_AddNumberToObject(doc, "format_version", 1);
+    cJSON *arr = cJSON_AddArrayToObject(doc, "files");
+    for (int i = 0; i < n; i++) {
+        char hex[65];
+        sha_hex(data[i], sizes[i], hex);
+        cJSON *f = cJSON_CreateObject(), *st;
+        cJSON_AddStringToObject(f, "name", names[i]);
+        cJSON_AddNumberToObject(f, "size", (double)sizes[i]);
+        cJSON_AddStringToObject(f, "sha256", hex);
+        st = cJSON_AddObjectToObject(f, "stored");
+        cJSON_AddStringToObject(st, "name", names[i]);
+        cJSON_AddStringToObject(st, "encoding", "none");
+        cJSON_AddNumberToObject(st, "size", (double)sizes[i]);
+        cJSON_AddItemToArray(arr, f);
+    }
+    char *text = cJSON_Print(doc), hex[65], sum[96];
+    cJSON_Delete(doc);
+    sha_hex(text, strlen(text), hex);
+    size_t sum_len = lg_pkg_manifest_sum_line(hex, sum);
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax(a);
+    CU_ASSERT_EQUAL_FATAL(archive_write_open_filename(a, path), ARCHIVE_OK);
+    for (int i = -2; i < n; i++) {
+        const char *name = i == -2 ? LG_PKG_MANIFEST : i == -1 ? LG_PKG_MANIFEST_SUM : names[i];
+        const void *p = i == -2 ? (const void *)text : i == -1 ? (const void *)sum : (const void *)data[i];
+        size_t len = i == -2 ? strlen(text) : i == -1 ? sum_len : sizes[i];
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, name);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, (la_int64_t)len);
+        CU_ASSERT(archive_write_header(a, e) == ARCHIVE_OK);
+        CU_ASSERT_EQUAL(archive_write_data(a, p, len), (la_ssize_t)len);
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    free(text);
+}
+
+/* lg-verify keeps each inv_freq tensor's bytes for the check and writes them into its skeleton at
+ * their offset: offsets past the end of the file were written too. 10^13 made a 10 TB sparse file
+ * (under this 512 KiB file size limit with SIGXFSZ ignored, the write failed with EFBIG instead of
+ * the check reporting what is wrong); 10^300 was converted to uint64_t, undefined behaviour that
+ * the sanitizer build (float-cast-overflow) stops at. */
+static void test_inv_freq_offsets_past_the_file_are_not_written(void)
+{
+    static const char *const offsets[] = {"[10000000000000, 10000000000008]", "[1e300, 1e300]"};
+    const char *tmp = lg_test_tmpdir();
+    for (int i = 0; i < 2; i++) {
+        char hdr[256], pkg[4400], cmd[16384], msg[8192], tool[4096];
+        int h = snprintf(hdr, sizeof hdr,
+                         "{\"model.layers.0.self_attn.rotary_emb.inv_freq\":{\"dtype\":\"F32\",\"shape\":[2],"
+                         "\"data_offsets\":%s}}", offsets[i]);
+        unsigned char st[512] = {0};
+        size_t hp = ((size_t)h + 7) & ~(size_t)7;
+        for (int b = 0; b < 8; b++)
+            st[b] = (unsigned char)(hp >> (8 * b));
+        memcpy(st + 8, hdr, (size_t)h);
+        memset(st + 8 + h, ' ', hp - (size_t)h);
+        static const char config[] = "{\"model_type\":\"llama\"}";
+        const char *const names[] = {"config.json", "model.safetensors"};
+        const unsigned char *const data[] = {(const unsigned char *)config, st};
+        const size_t sizes[] = {sizeof config - 1, 8 + hp + 8};
+        path_in(pkg, sizeof pkg, tmp, "inv-freq.lgpkg");
+        write_plain_package(pkg, names, data, sizes, 2);
+        snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 1024; TMPDIR='%s' '%s' -q '%s'", tmp,
+                 lg_tool(tool, sizeof tool, "lg-verify"), pkg);
+        int rc = lg_run_capture(cmd, msg, sizeof msg);
+        CU_ASSERT_EQUAL(rc, 1);
+        if (strstr(msg, "write failed") || !strstr(msg, "inv-freq.lgpkg/config.json: missing 'hidden_size'"))
+            fprintf(stderr, "\n  offsets %s: lg-verify said: %s\n", offsets[i], msg);
+        CU_ASSERT_PTR_NULL(strstr(msg, "write failed"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "inv-freq.lgpkg/config.json: missing 'hidden_size'"));
+        CU_ASSERT_FALSE(has_entry_with_prefix(tmp, "lg-verify-"));
+    }
+}
+
 static void test_manifest_parser_refuses_bad_manifests(void)
 {
     static const struct {
@@ -1004,10 +1132,12 @@ int lg_register_package_tests(void)
     CU_add_test(s, "test_byteplane_decoder_refuses_damaged_streams", test_byteplane_decoder_refuses_damaged_streams);
     CU_add_test(s, "test_byteplane_beats_plain_zstd_on_kjv_pg_llama_fp16", test_byteplane_beats_plain_zstd_on_kjv_pg_llama_fp16);
     CU_add_test(s, "test_pack_unpack_gives_bit_identical_tree", test_pack_unpack_gives_bit_identical_tree);
+    CU_add_test(s, "test_package_in_memory_reads_like_the_file", test_package_in_memory_reads_like_the_file);
     CU_add_test(s, "test_two_packs_of_one_tree_are_byte_identical", test_two_packs_of_one_tree_are_byte_identical);
     CU_add_test(s, "test_flipped_byte_in_any_member_is_detected", test_flipped_byte_in_any_member_is_detected);
     CU_add_test(s, "test_truncated_package_is_refused", test_truncated_package_is_refused);
     CU_add_test(s, "test_crafted_archives_are_refused", test_crafted_archives_are_refused);
+    CU_add_test(s, "test_inv_freq_offsets_past_the_file_are_not_written", test_inv_freq_offsets_past_the_file_are_not_written);
     CU_add_test(s, "test_manifest_parser_refuses_bad_manifests", test_manifest_parser_refuses_bad_manifests);
     CU_add_test(s, "test_lg_verify_finds_config_that_disagrees_with_tensors", test_lg_verify_finds_config_that_disagrees_with_tensors);
     CU_add_test(s, "test_cache_unpacks_once_and_lg_eval_lg_run_take_a_package", test_cache_unpacks_once_and_lg_eval_lg_run_take_a_package);
