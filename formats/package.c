@@ -34,16 +34,6 @@ int lg_package_is_path(const char *path)
     return n > k && strcmp(path + n - k, LG_PKG_EXT) == 0;
 }
 
-static void sha_hex(const void *data, size_t n, char hex[65])
-{
-    lg_sha256 s;
-    unsigned char d[32];
-    lg_sha256_init(&s);
-    lg_sha256_update(&s, data, n);
-    lg_sha256_final(&s, d);
-    lg_sha256_hex(d, hex);
-}
-
 /* ---------------------------------------------------------------- the archive stream */
 
 typedef struct pkg_stream {
@@ -210,7 +200,7 @@ static int stream_open(pkg_stream *s, const char *path, const void *data, size_t
                           path, archive_entry_pathname(e), LG_PKG_MANIFEST);
     if (read_small(s, e, LG_PKG_MAX_MANIFEST, &s->manifest, &s->manifest_len, err) != 0)
         return -1;
-    sha_hex(s->manifest, s->manifest_len, s->manifest_sha);
+    lg_sha256_buffer_hex(s->manifest, s->manifest_len, s->manifest_sha);
     r = next_header(s, &e, err);
     if (r < 0)
         return -1;
@@ -793,7 +783,7 @@ static int verify_dir_manifest(const char *dir, FILE *log, lg_verify_report *rep
     int rc = lg_pkg_manifest_parse(text, len, path, &m, err);
     if (rc == 0) {
         rep->has_manifest = 1;
-        sha_hex(text, len, rep->manifest_sha256);
+        lg_sha256_buffer_hex(text, len, rep->manifest_sha256);
         snprintf(rep->model, sizeof rep->model, "%s", m.model);
     }
     free(text);

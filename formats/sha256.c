@@ -205,3 +205,13 @@ int lg_sha256_file(const char *path, char hex[65], lg_err *err)
     }
     return rc;
 }
+
+void lg_sha256_buffer_hex(const void *data, size_t n, char hex[65])
+{
+    lg_sha256 s;
+    unsigned char d[32];
+    lg_sha256_init(&s);
+    lg_sha256_update(&s, data, n);
+    lg_sha256_final(&s, d);
+    lg_sha256_hex(d, hex);
+}

@@ -19,6 +19,8 @@ void lg_sha256_update(lg_sha256 *s, const void *data, size_t n);
 void lg_sha256_final(lg_sha256 *s, unsigned char out[32]);
 /* Lowercase hex of the digest into hex[65]. */
 void lg_sha256_hex(const unsigned char digest[32], char hex[65]);
+/* The hex digest of n bytes at data. */
+void lg_sha256_buffer_hex(const void *data, size_t n, char hex[65]);
 /* Tests: 1 makes every later call use the portable code instead of the CPU's SHA instructions. */
 void lg_sha256_force_portable(int on);
 /* Hashes a whole file; 0 on success. */

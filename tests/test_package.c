@@ -53,16 +53,6 @@ static const char *path_in(char *buf, size_t n, const char *dir, const char *nam
     return buf;
 }
 
-static void sha_hex(const void *data, size_t n, char hex[65])
-{
-    lg_sha256 s;
-    unsigned char d[32];
-    lg_sha256_init(&s);
-    lg_sha256_update(&s, data, n);
-    lg_sha256_final(&s, d);
-    lg_sha256_hex(d, hex);
-}
-
 static int pack_dir(const char *dir, const char *out, int workers)
 {
     lg_pack_opts o = {.model_dir = dir, .out_path = out, .quiet = 1, .workers = workers};
@@ -601,7 +591,7 @@ static char *make_manifest(const listed_file *files, int n, char sum_line[96])
     cJSON *arr = cJSON_AddArrayToObject(doc, "files");
     for (int i = 0; i < n; i++) {
         char hex[65];
-        sha_hex(files[i].content, strlen(files[i].content), hex);
+        lg_sha256_buffer_hex(files[i].content, strlen(files[i].content), hex);
         double size = files[i].size >= 0 ? (double)files[i].size : (double)strlen(files[i].content);
         cJSON *f = cJSON_CreateObject(), *st;
         cJSON_AddStringToObject(f, "name", files[i].name);
@@ -617,7 +607,7 @@ static char *make_manifest(const listed_file *files, int n, char sum_line[96])
     char *text = cJSON_Print(doc);
     cJSON_Delete(doc);
     char hex[65];
-    sha_hex(text, strlen(text), hex);
+    lg_sha256_buffer_hex(text, strlen(text), hex);
     lg_pkg_manifest_sum_line(hex, sum_line);
     return text;
 }
@@ -810,7 +800,7 @@ static void write_plain_package(const char *path, const char *const *names, cons
     cJSON *arr = cJSON_AddArrayToObject(doc, "files");
     for (int i = 0; i < n; i++) {
         char hex[65];
-        sha_hex(data[i], sizes[i], hex);
+        lg_sha256_buffer_hex(data[i], sizes[i], hex);
         cJSON *f = cJSON_CreateObject(), *st;
         cJSON_AddStringToObject(f, "name", names[i]);
         cJSON_AddNumberToObject(f, "size", (double)sizes[i]);
@@ -823,7 +813,7 @@ static void write_plain_package(const char *path, const char *const *names, cons
     }
     char *text = cJSON_Print(doc), hex[65], sum[96];
     cJSON_Delete(doc);
-    sha_hex(text, strlen(text), hex);
+    lg_sha256_buffer_hex(text, strlen(text), hex);
     size_t sum_len = lg_pkg_manifest_sum_line(hex, sum);
     struct archive *a = archive_write_new();
     archive_write_set_format_pax(a);
@@ -959,12 +949,12 @@ static void test_lg_verify_finds_config_that_disagrees_with_tensors(void)
     char *text = make_manifest(files, 2, sum);
     /* make_manifest hashed "" for the binary file: put the real hash in */
     char empty_hex[65], real_hex[65];
-    sha_hex("", 0, empty_hex);
-    sha_hex(st, n_st, real_hex);
+    lg_sha256_buffer_hex("", 0, empty_hex);
+    lg_sha256_buffer_hex(st, n_st, real_hex);
     for (char *p = strstr(text, empty_hex); p; p = strstr(p, empty_hex))
         memcpy(p, real_hex, 64);
     char hex[65];
-    sha_hex(text, strlen(text), hex);
+    lg_sha256_buffer_hex(text, strlen(text), hex);
     lg_pkg_manifest_sum_line(hex, sum);
     struct archive *a = archive_write_new();
     archive_write_set_format_pax(a);

@@ -282,16 +282,6 @@ static int find_entry(const archive_image *im, const char *name)
     return -1;
 }
 
-static void sha_hex(const void *p, size_t n, char hex[65])
-{
-    lg_sha256 s;
-    unsigned char d[32];
-    lg_sha256_init(&s);
-    lg_sha256_update(&s, p, n);
-    lg_sha256_final(&s, d);
-    lg_sha256_hex(d, hex);
-}
-
 /* libFuzzer's mutation of n bytes, in a buffer with room to grow; replaces *p. */
 static size_t mutate_bytes(unsigned char **p, size_t n, size_t max)
 {
@@ -371,16 +361,16 @@ static void fix_member_sums(archive_image *im, int k, unsigned char *file, size_
     char hex[65];
     if (file) {
         merge_planes(cJSON_GetObjectItemCaseSensitive(stored, "transform"), file, file_n);
-        sha_hex(file, file_n, hex);
+        lg_sha256_buffer_hex(file, file_n, hex);
     } else {
-        sha_hex(im->e[k].data, im->e[k].size, hex);
+        lg_sha256_buffer_hex(im->e[k].data, im->e[k].size, hex);
         file_n = im->e[k].size;
     }
     set_number(f, "size", (double)file_n);
     set_string(f, "sha256", hex);
     set_number(stored, "size", (double)im->e[k].size);
     if (cJSON_GetObjectItemCaseSensitive(stored, "sha256")) {
-        sha_hex(im->e[k].data, im->e[k].size, hex);
+        lg_sha256_buffer_hex(im->e[k].data, im->e[k].size, hex);
         set_string(stored, "sha256", hex);
     }
     char *text = cJSON_Print(doc);
@@ -398,7 +388,7 @@ static void fix_manifest_sum(archive_image *im)
     if (m < 0 || s < 0)
         return;
     char hex[65], line[96];
-    sha_hex(im->e[m].data, im->e[m].size, hex);
+    lg_sha256_buffer_hex(im->e[m].data, im->e[m].size, hex);
     size_t n = lg_pkg_manifest_sum_line(hex, line);
     unsigned char *p = malloc(n);
     if (!p)
