@@ -2,9 +2,10 @@
  * cache of slots in any order (ring buffers) and as the simple prefill path for head sizes or
  * alignments the tensor-core kernel does not take.
  *
- * Within a block, lanes work in groups of G: a group handles one key slot at a time, each lane
+ * Within a block, lanes work in groups of G: a group handles NS key slots a step, each lane
  * holding VEC consecutive elements of the head (16-byte loads when VEC = 8), so one key row is read
- * by G lanes in one coalesced access and the dot product is a reduction over the group. Each group
+ * by G lanes in one coalesced access and the dot product is a reduction over the group; the NS
+ * slots' loads are in flight together (one memory latency a step). Each group
  * keeps its own online-softmax state (running max m, sum l, output acc in float32, base-2
  * exponentials); groups, then warps, then splits are merged with the usual rescaling
  * (flash-decoding). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
@@ -15,20 +16,41 @@
 
 #define ROWS_WARPS 4
 
+/* VEC elements of a row: held as loaded (raw: 16 or 4 bytes), unpacked to floats where used. */
 template <typename T, int VEC> struct vec_io;
 template <typename T> struct vec_io<T, 8> {
-    static __device__ __forceinline__ void load(const T *p, float *f)
+    typedef uint4 raw;
+    static __device__ __forceinline__ raw load_raw(const T *p)
     {
-        lg_unpack8<T>(*reinterpret_cast<const uint4 *>(p), f);
+        return *reinterpret_cast<const uint4 *>(p);
     }
+    static __device__ __forceinline__ raw zero() { return make_uint4(0, 0, 0, 0); }
+    static __device__ __forceinline__ void unpack(raw r, float *f) { lg_unpack8<T>(r, f); }
+    static __device__ __forceinline__ void load(const T *p, float *f) { unpack(load_raw(p), f); }
 };
 template <typename T> struct vec_io<T, 2> {
-    static __device__ __forceinline__ void load(const T *p, float *f)
+    typedef uint32_t raw;
+    static __device__ __forceinline__ raw load_raw(const T *p)
     {
-        float2 v = lg_elem<T>::pair_to_f2(*reinterpret_cast<const typename lg_elem<T>::pair *>(p));
-        f[0] = v.x;
-        f[1] = v.y;
+        return *reinterpret_cast<const uint32_t *>(p);
     }
+    static __device__ __forceinline__ raw zero() { return 0u; }
+    static __device__ __forceinline__ void unpack(raw r, float *f)
+    {
+        typename lg_elem<T>::pair v = *reinterpret_cast<const typename lg_elem<T>::pair *>(&r);
+        float2 x = lg_elem<T>::pair_to_f2(v);
+        f[0] = x.x;
+        f[1] = x.y;
+    }
+    static __device__ __forceinline__ void load(const T *p, float *f) { unpack(load_raw(p), f); }
+};
+
+/* The keys and values of one step of a lane's group (NS slots), as loaded, and their positions
+ * (-1: out of range, or a step the mask hides). */
+template <typename T, int VEC, int NPER, int NS> struct kv_step {
+    typedef typename vec_io<T, VEC>::raw raw;
+    raw k[NS][NPER], v[NS][NPER];
+    int kpos[NS];
 };
 
 /* Merges state (m2, l2, a2) into (m, l, a); m = -inf means empty. */
@@ -45,7 +67,7 @@ __device__ __forceinline__ void merge_state(float &m, float &l, float *a, float 
     m = mn;
 }
 
-template <typename T, int VEC, int G, int NPER>
+template <typename T, int VEC, int G, int NPER, int NS = 4>
 __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_params p)
 {
     constexpr int SPW = 32 / G; /* slots a warp handles per step */
@@ -54,6 +76,8 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
     const int gl = lane % G, gi = lane / G;
     const int hd = p.head_dim, nchunk = hd / VEC;
     const int kvh = h / p.group;
+    lg_pdl_wait(); /* q, the cache and n_live come from earlier kernels */
+    lg_pdl_trigger();
     const int qpos = p.q_pos ? p.q_pos[t] : p.q_pos0 + t;
 
     int s_begin = split * p.split_len;
@@ -92,53 +116,90 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
 
     const T *kbase = (const T *)p.k + (size_t)kvh * hd;
     const T *vbase = (const T *)p.v + (size_t)kvh * hd;
-#pragma unroll 2
-    for (int s0 = s_begin; s0 < s_end; s0 += ROWS_WARPS * SPW) {
-        /* contiguous keys: skip a step the mask hides (uniform over the block) */
-        if (!p.slot_pos &&
-            !lg_dmask_any(p.mask, qpos, qpos, p.k_pos0 + s0,
-                          p.k_pos0 + min(s0 + ROWS_WARPS * SPW, s_end) - 1))
-            continue;
-        int s = s0 + warp * SPW + gi;
-        bool valid = s < s_end;
-        int kpos = -1;
-        if (valid) {
-            kpos = p.slot_pos ? p.slot_pos[s] : p.k_pos0 + s;
-            valid = kpos >= 0 && lg_dmask_visible(p.mask, qpos, kpos);
-        }
-        float kf[NPER][VEC], vf[NPER][VEC];
-        const T *krow = kbase + (size_t)(valid ? s : 0) * p.ldk;
-        const T *vrow = vbase + (size_t)(valid ? s : 0) * p.ldv;
-        float dot = 0.0f;
+    /* A group takes NS slots a step, STEP apart. The loads of a step depend on nothing but the slot
+     * index (a slot's position only decides whether its score counts), and the next step's loads
+     * are issued before this step's arithmetic: two steps in flight, one memory latency hidden
+     * behind the other. */
+    constexpr int STEP = ROWS_WARPS * SPW;
+    typedef kv_step<T, VEC, NPER, NS> step_t;
+    auto issue = [&](step_t &b, int s0) {
+        /* contiguous keys: a step the mask hides (uniform over the block) is not loaded */
+        bool hidden = s0 >= s_end ||
+                      (!p.slot_pos && !lg_dmask_any(p.mask, qpos, qpos, p.k_pos0 + s0,
+                                                    p.k_pos0 + min(s0 + STEP * NS, s_end) - 1));
 #pragma unroll
-        for (int i = 0; i < NPER; i++) {
-            int c = gl + G * i;
-            if (valid && c < nchunk) {
-                vec_io<T, VEC>::load(krow + c * VEC, kf[i]);
-                vec_io<T, VEC>::load(vrow + c * VEC, vf[i]);
-            } else {
+        for (int j = 0; j < NS; j++) {
+            int s = s0 + j * STEP + warp * SPW + gi;
+            bool in = !hidden && s < s_end;
+            b.kpos[j] = in ? (p.slot_pos ? p.slot_pos[s] : p.k_pos0 + s) : -1;
+            const T *krow = kbase + (size_t)(in ? s : s_begin) * p.ldk;
+            const T *vrow = vbase + (size_t)(in ? s : s_begin) * p.ldv;
+#pragma unroll
+            for (int i = 0; i < NPER; i++) {
+                int c = gl + G * i;
+                bool ld = in && c < nchunk;
+                b.k[j][i] = ld ? vec_io<T, VEC>::load_raw(krow + c * VEC) : vec_io<T, VEC>::zero();
+                b.v[j][i] = ld ? vec_io<T, VEC>::load_raw(vrow + c * VEC) : vec_io<T, VEC>::zero();
+            }
+        }
+    };
+    auto consume = [&](const step_t &b) {
+        float dot[NS], mx = m;
+        bool valid[NS];
+#pragma unroll
+        for (int j = 0; j < NS; j++) {
+            dot[j] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < NPER; i++) {
+                float kf[VEC];
+                vec_io<T, VEC>::unpack(b.k[j][i], kf);
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
-                    kf[i][e] = vf[i][e] = 0.0f;
+                    dot[j] = fmaf(qf[i][e], kf[e], dot[j]);
             }
 #pragma unroll
-            for (int e = 0; e < VEC; e++)
-                dot = fmaf(qf[i][e], kf[i][e], dot);
+            for (int o = G / 2; o > 0; o >>= 1)
+                dot[j] += __shfl_xor_sync(0xffffffffu, dot[j], o);
+            valid[j] = b.kpos[j] >= 0 && lg_dmask_visible(p.mask, qpos, b.kpos[j]);
+            if (valid[j])
+                mx = fmaxf(mx, dot[j]);
         }
+        if (mx == -INFINITY)
+            return; /* nothing visible yet */
+        float corr = exp2f(m - mx);
+        l *= corr;
 #pragma unroll
-        for (int o = G / 2; o > 0; o >>= 1)
-            dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        if (valid) {
-            float mn = fmaxf(m, dot);
-            float corr = exp2f(m - mn), pr = exp2f(dot - mn);
-            l = l * corr + pr;
+        for (int i = 0; i < NPER; i++)
 #pragma unroll
-            for (int i = 0; i < NPER; i++)
+            for (int e = 0; e < VEC; e++)
+                acc[i][e] *= corr;
+#pragma unroll
+        for (int j = 0; j < NS; j++) {
+            if (!valid[j])
+                continue;
+            float pr = exp2f(dot[j] - mx);
+            l += pr;
+#pragma unroll
+            for (int i = 0; i < NPER; i++) {
+                float vf[VEC];
+                vec_io<T, VEC>::unpack(b.v[j][i], vf);
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
-                    acc[i][e] = acc[i][e] * corr + pr * vf[i][e];
-            m = mn;
+                    acc[i][e] = fmaf(pr, vf[e], acc[i][e]);
+            }
         }
+        m = mx;
+    };
+    step_t b0, b1;
+    if (s_begin < s_end)
+        issue(b0, s_begin);
+    for (int s0 = s_begin; s0 < s_end; s0 += 2 * STEP * NS) {
+        issue(b1, s0 + STEP * NS);
+        consume(b0);
+        if (s0 + STEP * NS >= s_end)
+            break;
+        issue(b0, s0 + 2 * STEP * NS);
+        consume(b1);
     }
 
     /* merge the groups of the warp (lanes with the same gl hold the same elements) */
@@ -206,6 +267,8 @@ template <typename T>
 __global__ void attn_merge_kernel(lg_rows_params p)
 {
     const int h = blockIdx.x, t = blockIdx.y, hd = p.head_dim;
+    lg_pdl_wait();
+    lg_pdl_trigger();
     size_t row = (size_t)t * p.n_heads + h;
     const float *part = p.ws + row * p.n_splits * (size_t)(hd + 2);
     float mm = -INFINITY;
@@ -236,19 +299,19 @@ static void rows_launch_vec(const lg_rows_params *p, int n, cudaStream_t s)
     /* G lanes a slot: the smallest power of two covering the head's chunks, at most 32 (then each
      * lane holds up to 4 chunks: head_dim <= 256 with VEC = 2) */
     if (chunks <= 1)
-        attn_rows_kernel<T, VEC, 1, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 1, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else if (chunks <= 2)
-        attn_rows_kernel<T, VEC, 2, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 2, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else if (chunks <= 4)
-        attn_rows_kernel<T, VEC, 4, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 4, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else if (chunks <= 8)
-        attn_rows_kernel<T, VEC, 8, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 8, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else if (chunks <= 16)
-        attn_rows_kernel<T, VEC, 16, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 16, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else if (chunks <= 32)
-        attn_rows_kernel<T, VEC, 32, 1><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
     else
-        attn_rows_kernel<T, VEC, 32, 4><<<grid, ROWS_WARPS * 32, 0, s>>>(*p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 4>, grid, ROWS_WARPS * 32, 0, s, *p);
 }
 
 template <typename T>
@@ -260,7 +323,7 @@ static void rows_launch_t(const lg_rows_params *p, int n, bool vec8, cudaStream_
         rows_launch_vec<T, 2>(p, n, s);
     if (p->n_splits > 1) {
         dim3 grid(p->n_heads, n);
-        attn_merge_kernel<T><<<grid, 128, 0, s>>>(*p);
+        lg_launch_pdl(attn_merge_kernel<T>, grid, 128, 0, s, *p);
     }
 }
 
@@ -384,22 +447,27 @@ extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const
 
 /* ---------------------------------------------------------------- writing the cache */
 
+/* Block (t, 0) copies k row t to its slot, block (t, 1) v row t; 16-byte units when every row is
+ * 16-byte aligned (unit 16), else 2-byte ones (unit 2). */
 __global__ void kv_write_kernel(void *kc, void *vc, int ldc, int *slot_pos, const void *k, int ldk,
                                 const void *v, int ldv, int esz, int kv_dim, const int *slots,
-                                const int *pos, int pos0)
+                                const int *pos, int pos0, int unit)
 {
-    int t = blockIdx.x;
+    int t = blockIdx.x, which = blockIdx.y;
+    lg_pdl_wait();
+    lg_pdl_trigger();
     int s = slots[t];
-    const char *kr = (const char *)k + (size_t)t * ldk * esz;
-    const char *vr = (const char *)v + (size_t)t * ldv * esz;
-    char *kd = (char *)kc + (size_t)s * ldc * esz;
-    char *vd = (char *)vc + (size_t)s * ldc * esz;
+    const char *src = which ? (const char *)v + (size_t)t * ldv * esz
+                            : (const char *)k + (size_t)t * ldk * esz;
+    char *dst = (char *)(which ? vc : kc) + (size_t)s * ldc * esz;
     int bytes = kv_dim * esz;
-    for (int i = threadIdx.x; i < bytes / 2; i += blockDim.x) {
-        ((uint16_t *)kd)[i] = ((const uint16_t *)kr)[i];
-        ((uint16_t *)vd)[i] = ((const uint16_t *)vr)[i];
-    }
-    if (threadIdx.x == 0)
+    if (unit == 16)
+        for (int i = threadIdx.x; i < bytes / 16; i += blockDim.x)
+            ((uint4 *)dst)[i] = ((const uint4 *)src)[i];
+    else
+        for (int i = threadIdx.x; i < bytes / 2; i += blockDim.x)
+            ((uint16_t *)dst)[i] = ((const uint16_t *)src)[i];
+    if (which == 0 && threadIdx.x == 0)
         slot_pos[s] = pos ? pos[t] : pos0 + t;
 }
 
@@ -418,9 +486,14 @@ extern "C" int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *sl
         return lg_k_fail("%s: slots and slot_pos are required", who);
     if (n == 0)
         return 0;
-    kv_write_kernel<<<n, 256, 0, LG_CUDA_STREAM(stream)>>>(k_cache, v_cache, ld_cache, slot_pos, k,
-                                                           ldk, v, ldv, 2, kv_dim, slots, pos,
-                                                           pos0);
+    int unit = (kv_dim * 2) % 16 == 0 && (ld_cache * 2) % 16 == 0 && (ldk * 2) % 16 == 0 &&
+                       (ldv * 2) % 16 == 0 && ((uintptr_t)k_cache & 15) == 0 &&
+                       ((uintptr_t)v_cache & 15) == 0 && ((uintptr_t)k & 15) == 0 &&
+                       ((uintptr_t)v & 15) == 0
+                   ? 16
+                   : 2;
+    lg_launch_pdl(kv_write_kernel, dim3((unsigned)n, 2), 256, 0, LG_CUDA_STREAM(stream), k_cache,
+                  v_cache, ld_cache, slot_pos, k, ldk, v, ldv, 2, kv_dim, slots, pos, pos0, unit);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }

@@ -31,6 +31,8 @@ static int row_block(int cols)
 __global__ void embed_kernel(void *out, int out_dt, int ldo, const void *table, int table_dt,
                              int vocab, const int *ids, int dim)
 {
+    lg_pdl_wait();
+    lg_pdl_trigger();
     int t = blockIdx.x;
     int id = ids[t];
     bool ok = id >= 0 && id < vocab;
@@ -49,8 +51,9 @@ extern "C" int lg_k_embed(void *out, lg_kdtype out_dt, int ldo, const void *tabl
         return lg_k_fail("lg_k_embed: bad sizes n=%d dim=%d ldo=%d vocab=%d", n, dim, ldo, vocab);
     if (n == 0)
         return 0;
-    embed_kernel<<<n, row_block(dim) > 256 ? 256 : row_block(dim), 0, LG_CUDA_STREAM(stream)>>>(
-        out, out_dt, ldo, table, table_dt, vocab, ids, dim);
+    lg_launch_pdl(embed_kernel, n, row_block(dim) > 256 ? 256 : row_block(dim), 0,
+                  LG_CUDA_STREAM(stream), out, (int)out_dt, ldo, table, (int)table_dt, vocab, ids,
+                  dim);
     LG_CUDA_LAUNCHED("lg_k_embed");
     return 0;
 }
@@ -63,6 +66,8 @@ __global__ void rmsnorm_kernel(void *out, int out_dt, int ldo, void *x, int x_dt
                                const void *delta, int d_dt, int ldd, const void *w, int w_dt, int dim,
                                float eps)
 {
+    lg_pdl_wait();
+    lg_pdl_trigger();
     __shared__ float red[32];
     size_t r = blockIdx.x;
     float ss = 0.0f;
@@ -98,8 +103,8 @@ static int rmsnorm_launch(const char *who, void *out, lg_kdtype out_dt, int ldo,
     int threads = row_block(dim / 4);
     if (threads > 1024)
         threads = 1024;
-    rmsnorm_kernel<<<rows, threads, 0, LG_CUDA_STREAM(stream)>>>(
-        out, out_dt, ldo, x, x_dt, ldx, delta, d_dt, ldd, w, w_dt, dim, eps);
+    lg_launch_pdl(rmsnorm_kernel, rows, threads, 0, LG_CUDA_STREAM(stream), out, (int)out_dt, ldo,
+                  x, (int)x_dt, ldx, delta, (int)d_dt, ldd, w, (int)w_dt, dim, eps);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -129,6 +134,8 @@ extern "C" int lg_k_add_rmsnorm(void *x, lg_kdtype x_dt, int ldx, const void *de
 __global__ void add_kernel(void *dst, int d_dt, int ldd, const void *src, int s_dt, int lds,
                            int rows, int cols, int accumulate)
 {
+    lg_pdl_wait();
+    lg_pdl_trigger();
     size_t total = (size_t)rows * cols;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -153,8 +160,8 @@ static int add_launch(const char *who, void *dst, lg_kdtype d_dt, int ldd, const
     size_t blocks = (total + 255) / 256;
     if (blocks > 65536)
         blocks = 65536;
-    add_kernel<<<(unsigned)blocks, 256, 0, LG_CUDA_STREAM(stream)>>>(dst, d_dt, ldd, src, s_dt, lds,
-                                                                    rows, cols, accumulate);
+    lg_launch_pdl(add_kernel, (unsigned)blocks, 256, 0, LG_CUDA_STREAM(stream), dst, (int)d_dt,
+                  ldd, src, (int)s_dt, lds, rows, cols, accumulate);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -173,38 +180,30 @@ extern "C" int lg_k_convert(void *dst, lg_kdtype dst_dt, int ldd, const void *sr
 
 /* ---------------------------------------------------------------- RoPE */
 
-/* One block per row; threads over (head, i < half) of q then of k. The angle as transformers forms
- * it (float32 product), cos/sin in double rounded once, as runtime/forward_cpu.c. */
+/* One block per (row, head) of q then of k, one thread per pair (i, i + half): at decode (one row)
+ * the 64 to 128 heads spread over as many SMs. The angle as transformers forms it (float32 product),
+ * cos/sin in double rounded once, as runtime/forward_cpu.c. */
 __global__ void rope_kernel(void *q, int ldq, int nh, void *k, int ldk, int nkv, int dt,
                             int head_dim, const int *pos, int pos0, const float *inv_freq,
                             float attn_scale)
 {
-    int t = blockIdx.x;
+    lg_pdl_wait();
+    lg_pdl_trigger();
+    int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     int half = head_dim / 2;
+    if (i >= half)
+        return;
     float p = (float)(pos ? pos[t] : pos0 + t);
-    int nq = nh * half, total = nq + (k ? nkv * half : 0);
-    for (int e = threadIdx.x; e < total; e += blockDim.x) {
-        void *base;
-        size_t off;
-        int i;
-        if (e < nq) {
-            base = q;
-            off = (size_t)t * ldq + (size_t)(e / half) * head_dim;
-            i = e % half;
-        } else {
-            int f = e - nq;
-            base = k;
-            off = (size_t)t * ldk + (size_t)(f / half) * head_dim;
-            i = f % half;
-        }
-        float angle = __fmul_rn(p, inv_freq[i]);
-        double sd, cd;
-        sincos((double)angle, &sd, &cd);
-        float c = (float)cd * attn_scale, s = (float)sd * attn_scale;
-        float x0 = lg_ld(base, dt, off + i), x1 = lg_ld(base, dt, off + i + half);
-        lg_st(base, dt, off + i, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
-        lg_st(base, dt, off + i + half, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s)));
-    }
+    void *base = h < nh ? q : k;
+    size_t off = h < nh ? (size_t)t * ldq + (size_t)h * head_dim
+                        : (size_t)t * ldk + (size_t)(h - nh) * head_dim;
+    float angle = __fmul_rn(p, inv_freq[i]);
+    double sd, cd;
+    sincos((double)angle, &sd, &cd);
+    float c = (float)cd * attn_scale, s = (float)sd * attn_scale;
+    float x0 = lg_ld(base, dt, off + i), x1 = lg_ld(base, dt, off + i + half);
+    lg_st(base, dt, off + i, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
+    lg_st(base, dt, off + i + half, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s)));
 }
 
 extern "C" int lg_k_rope(void *q, int ldq, int n_heads, void *k, int ldk, int n_kv_heads,
@@ -212,15 +211,17 @@ extern "C" int lg_k_rope(void *q, int ldq, int n_heads, void *k, int ldk, int n_
                          const float *inv_freq, float attn_scale, void *stream)
 {
     CHECK_DT("lg_k_rope", dt);
-    if (rows < 0 || head_dim <= 0 || head_dim % 2 || n_heads <= 0 || ldq < n_heads * head_dim ||
-        (k && (n_kv_heads <= 0 || ldk < n_kv_heads * head_dim)))
+    if (rows < 0 || head_dim <= 0 || head_dim % 2 || head_dim > 2048 || n_heads <= 0 ||
+        ldq < n_heads * head_dim || (k && (n_kv_heads <= 0 || ldk < n_kv_heads * head_dim)) ||
+        n_heads + (k ? n_kv_heads : 0) > 65535)
         return lg_k_fail("lg_k_rope: bad sizes rows=%d head_dim=%d n_heads=%d ldq=%d "
                          "n_kv_heads=%d ldk=%d", rows, head_dim, n_heads, ldq, n_kv_heads, ldk);
     if (rows == 0)
         return 0;
-    rope_kernel<<<rows, 256, 0, LG_CUDA_STREAM(stream)>>>(q, ldq, n_heads, k, ldk, n_kv_heads, dt,
-                                                          head_dim, pos, pos0, inv_freq,
-                                                          attn_scale);
+    dim3 grid((unsigned)rows, (unsigned)(n_heads + (k ? n_kv_heads : 0)));
+    unsigned threads = (unsigned)((head_dim / 2 + 31) / 32 * 32);
+    lg_launch_pdl(rope_kernel, grid, threads, 0, LG_CUDA_STREAM(stream), q, ldq, n_heads, k, ldk,
+                  n_kv_heads, (int)dt, head_dim, pos, pos0, inv_freq, attn_scale);
     LG_CUDA_LAUNCHED("lg_k_rope");
     return 0;
 }
@@ -230,6 +231,8 @@ extern "C" int lg_k_rope(void *q, int ldq, int n_heads, void *k, int ldk, int n_
 __global__ void swiglu_kernel(void *out, int out_dt, int ldo, const void *gate, int ldg,
                               const void *up, int ldu, int in_dt, int rows, int ffn)
 {
+    lg_pdl_wait();
+    lg_pdl_trigger();
     size_t total = (size_t)rows * ffn;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -253,8 +256,8 @@ extern "C" int lg_k_swiglu(void *out, lg_kdtype out_dt, int ldo, const void *gat
     size_t blocks = ((size_t)rows * ffn + 255) / 256;
     if (blocks > 65536)
         blocks = 65536;
-    swiglu_kernel<<<(unsigned)blocks, 256, 0, LG_CUDA_STREAM(stream)>>>(out, out_dt, ldo, gate, ldg,
-                                                                       up, ldu, in_dt, rows, ffn);
+    lg_launch_pdl(swiglu_kernel, (unsigned)blocks, 256, 0, LG_CUDA_STREAM(stream), out,
+                  (int)out_dt, ldo, gate, ldg, up, ldu, (int)in_dt, rows, ffn);
     LG_CUDA_LAUNCHED("lg_k_swiglu");
     return 0;
 }
@@ -263,6 +266,8 @@ extern "C" int lg_k_swiglu(void *out, lg_kdtype out_dt, int ldo, const void *gat
 
 __global__ void argmax_kernel(int *idx, const float *x, int ldx, int cols)
 {
+    lg_pdl_wait();
+    lg_pdl_trigger();
     __shared__ float bv[32];
     __shared__ int bi[32];
     size_t r = blockIdx.x;
@@ -314,7 +319,7 @@ extern "C" int lg_k_argmax(int *idx, const float *x, int ldx, int rows, int cols
         return lg_k_fail("lg_k_argmax: bad sizes rows=%d cols=%d ldx=%d", rows, cols, ldx);
     if (rows == 0)
         return 0;
-    argmax_kernel<<<rows, 1024, 0, LG_CUDA_STREAM(stream)>>>(idx, x, ldx, cols);
+    lg_launch_pdl(argmax_kernel, rows, 1024, 0, LG_CUDA_STREAM(stream), idx, x, ldx, cols);
     LG_CUDA_LAUNCHED("lg_k_argmax");
     return 0;
 }

@@ -31,6 +31,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         int row = row0 + r < M ? row0 + r : M - 1; /* past the end: read a valid row, drop it */
         wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)row * ldw);
     }
+    /* the first steps' weights (written by no kernel) start on their way to L2 before the wait */
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++)
+            if (lane + u * 32 < kv)
+                lg_prefetch_l2(wr[r] + lane + u * 32);
+    lg_pdl_wait();
+    lg_pdl_trigger();
     float acc[NT][ROWS];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -90,6 +99,8 @@ __global__ void gemv_scalar_kernel(void *y, int y_dt, int ldy, const T *__restri
     int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (row >= M)
         return;
+    lg_pdl_wait();
+    lg_pdl_trigger();
     for (int t = 0; t < n; t++) {
         float acc = 0.0f;
         for (int k = lane; k < K; k += 32)
@@ -110,8 +121,8 @@ static void gemv_launch(void *y, int y_dt, int ldy, const void *w, int ldw, cons
     const T *wt = (const T *)w, *xt = (const T *)x;
     if (!vec) {
         unsigned blocks = (unsigned)((M + GEMV_WARPS - 1) / GEMV_WARPS);
-        gemv_scalar_kernel<T><<<blocks, GEMV_WARPS * 32, 0, s>>>(y, y_dt, ldy, wt, ldw, xt, ldx, n,
-                                                                 M, K, acc);
+        lg_launch_pdl(gemv_scalar_kernel<T>, blocks, GEMV_WARPS * 32, 0, s, y, y_dt, ldy, wt, ldw,
+                      xt, ldx, n, M, K, acc);
         return;
     }
     int rows_per_block = GEMV_WARPS * gemv_rows;
@@ -124,8 +135,8 @@ static void gemv_launch(void *y, int y_dt, int ldy, const void *w, int ldw, cons
         int v = gemv_rows * 100 + gemv_unroll;
 #define GEMV_CASE(NT_, R_, U_)                                                                    \
     if (nt == NT_ && v == R_ * 100 + U_) {                                                        \
-        gemv_vec_kernel<T, NT_, R_, U_><<<blocks, GEMV_WARPS * 32, 0, s>>>(yt, y_dt, ldy, wt, ldw, \
-                                                                           xx, ldx, M, K, acc);   \
+        lg_launch_pdl(gemv_vec_kernel<T, NT_, R_, U_>, blocks, GEMV_WARPS * 32, 0, s, yt, y_dt,    \
+                      ldy, wt, ldw, xx, ldx, M, K, acc);                                          \
         continue;                                                                                 \
     }
 #define GEMV_VARIANTS(NT_) GEMV_CASE(NT_, 2, 4) GEMV_CASE(NT_, 1, 8) GEMV_CASE(NT_, 4, 4) GEMV_CASE(NT_, 2, 8)

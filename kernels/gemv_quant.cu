@@ -16,7 +16,9 @@
  * 4-byte load each, L1::no_allocate: streamed once) and the matching columns of x for row g of x
  * (read through L1, where every block finds it). The mma sums over the four lanes q of a row, so
  * the window must lie inside one group: the load width is the widest whose window divides the
- * group. Loads of several steps are issued before the first use. Per group the four partial sums
+ * group. Codes are loaded a round of several steps at a time, two rounds in flight: the next
+ * round's loads go out before this round's products, and x is read from L1 at its step (holding it
+ * for a round would take the registers the second round needs). Per group the four partial sums
  * of a lane are scaled into float32 totals; the warps' totals meet in shared memory.
  *
  * The k order inside an mma is free as long as A and B agree: lane (g, q) gives, for mma m of a
@@ -261,9 +263,10 @@ template <typename T, int M, int CB> struct qgeom {
     static constexpr int WIN = 4 * KC;        /* columns per step: the quad's four chunks */
     static constexpr int WORDS = CB / 4;      /* code words per chunk */
     static constexpr int XW = KC / 2;         /* words of x per chunk */
-    /* steps whose loads are in flight together: ~64 registers of codes and x per lane */
-    static constexpr int U0 = 64 / (2 * WORDS + XW);
-    static constexpr int U = U0 > 8 ? 8 : U0;
+    /* steps a round: 2 rounds of codes in registers (32 registers, 64 bytes a round a lane); x is
+     * read from L1 at its step, not held */
+    static constexpr int U0 = 8 / WORDS;
+    static constexpr int U = U0 > 4 ? 4 : U0;
     /* raw scale bits, converted where used: no instruction waits early on the load */
     typedef typename std::conditional<M == QM_FP8, float, unsigned short>::type raw;
 };
@@ -338,53 +341,44 @@ __device__ __forceinline__ void qstep(const uint32_t *ka, const uint32_t *kb, co
     }
 }
 
-template <typename T, int M, int CB>
-__global__ void __launch_bounds__(QG_MAX_WARPS * 32)
-    qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
-                     int nt, int accumulate)
-{
+/* The codes (and, at a group's last step, the scales) of one round of U steps of a lane. */
+template <typename T, int M, int CB> struct qround {
+    typedef qgeom<T, M, CB> G;
+    uint32_t ka[G::U][G::WORDS], kb[G::U][G::WORDS];
+    typename G::raw sa[G::U], sb[G::U], ma[G::U], mb[G::U];
+    bool fin[G::U];
+};
+
+/* A lane's walk over its steps [s_begin, s_end) of rows ra (codes ca) and rb (cb). */
+template <typename T, int M, int CB> struct qwalk {
     typedef qgeom<T, M, CB> G;
     typedef typename G::raw raw;
-    constexpr int U = G::U;
-    extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int g = lane >> 2, q = lane & 3;
-    const int row0 = blockIdx.x * QG_ROWS;
-    /* rows past the end read the last row and are dropped at the store */
-    const int ra = min(row0 + g, p.rows - 1), rb = min(row0 + g + 8, p.rows - 1);
-    const uint8_t *ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
-    const uint8_t *cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
-    /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
-    const T *xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
-    const size_t ia = (size_t)ra * p.n_groups, ib = (size_t)rb * p.n_groups;
-    const int steps = p.cols / G::WIN, spg = p.group / G::WIN; /* steps per group */
-    const int s_begin = (int)((long long)steps * warp / warps);
-    const int s_end = (int)((long long)steps * (warp + 1) / warps);
-    /* the group of the next step, and the steps left in it */
-    int grp = s_begin / spg, left = spg - s_begin % spg;
-    float acc[4] = {0, 0, 0, 0}, ones[4] = {0, 0, 0, 0}, sums[4] = {0, 0, 0, 0};
+    const uint8_t *ca, *cb;
+    const T *xp;
+    size_t ia, ib;
+    int s_end, spg;
+    int grp, left; /* the group of the next step to load, and the steps left in it */
+    float acc[4], ones[4], sums[4];
 
-    for (int s0 = s_begin; s0 < s_end; s0 += U) {
-        uint32_t ka[U][G::WORDS], kb[U][G::WORDS], xv[U][G::XW];
-        raw sa[U], sb[U], ma[U], mb[U];
-        bool fin[U];
+    /* issues the loads of steps [s0, s0 + U) (those before s_end) into r */
+    __device__ __forceinline__ void load(const qparams &p, qround<T, M, CB> &r, int s0)
+    {
 #pragma unroll
-        for (int u = 0; u < U; u++) {
+        for (int u = 0; u < G::U; u++) {
             const int s = s0 + u;
-            fin[u] = false;
+            r.fin[u] = false;
             if (s < s_end) {
-                ld_codes<CB>(ca + (size_t)s * (4 * CB), ka[u]);
-                ld_codes<CB>(cb + (size_t)s * (4 * CB), kb[u]);
-                ld_x<G::XW>(xp + (size_t)s * G::WIN, xv[u]);
+                ld_codes<CB>(ca + (size_t)s * (4 * CB), r.ka[u]);
+                ld_codes<CB>(cb + (size_t)s * (4 * CB), r.kb[u]);
                 /* a group's partial sums are scaled after its last step (or the warp's last) */
                 bool end = --left == 0;
-                fin[u] = end || s + 1 == s_end;
-                if (fin[u]) {
-                    sa[u] = ld_raw<raw>(p.scales, ia + grp);
-                    sb[u] = ld_raw<raw>(p.scales, ib + grp);
+                r.fin[u] = end || s + 1 == s_end;
+                if (r.fin[u]) {
+                    r.sa[u] = ld_raw<raw>(p.scales, ia + grp);
+                    r.sb[u] = ld_raw<raw>(p.scales, ib + grp);
                     if constexpr (M == QM_Q4_MINS) {
-                        ma[u] = ld_raw<raw>(p.mins, ia + grp);
-                        mb[u] = ld_raw<raw>(p.mins, ib + grp);
+                        r.ma[u] = ld_raw<raw>(p.mins, ia + grp);
+                        r.mb[u] = ld_raw<raw>(p.mins, ib + grp);
                     }
                 }
                 if (end) {
@@ -393,20 +387,27 @@ __global__ void __launch_bounds__(QG_MAX_WARPS * 32)
                 }
             }
         }
+    }
+
+    /* the products of the steps loaded into r */
+    __device__ __forceinline__ void compute(const qround<T, M, CB> &r, int s0)
+    {
 #pragma unroll
-        for (int u = 0; u < U; u++) {
+        for (int u = 0; u < G::U; u++) {
             if (s0 + u >= s_end)
                 break;
-            qstep<T, M, CB>(ka[u], kb[u], xv[u], acc, ones);
-            if (!fin[u])
+            uint32_t xv[G::XW];
+            ld_x<G::XW>(xp + (size_t)(s0 + u) * G::WIN, xv);
+            qstep<T, M, CB>(r.ka[u], r.kb[u], xv, acc, ones);
+            if (!r.fin[u])
                 continue;
-            float fa = raw_to_f32(sa[u]), fb = raw_to_f32(sb[u]);
+            float fa = raw_to_f32(r.sa[u]), fb = raw_to_f32(r.sb[u]);
             sums[0] = fmaf(fa, acc[0], sums[0]);
             sums[1] = fmaf(fa, acc[1], sums[1]);
             sums[2] = fmaf(fb, acc[2], sums[2]);
             sums[3] = fmaf(fb, acc[3], sums[3]);
             if constexpr (M == QM_Q4_MINS) {
-                float na = raw_to_f32(ma[u]), nb = raw_to_f32(mb[u]);
+                float na = raw_to_f32(r.ma[u]), nb = raw_to_f32(r.mb[u]);
                 sums[0] = fmaf(na, ones[0], sums[0]);
                 sums[1] = fmaf(na, ones[1], sums[1]);
                 sums[2] = fmaf(nb, ones[2], sums[2]);
@@ -417,6 +418,53 @@ __global__ void __launch_bounds__(QG_MAX_WARPS * 32)
                 acc[i] = ones[i] = 0.0f;
         }
     }
+};
+
+template <typename T, int M, int CB>
+__global__ void __launch_bounds__(QG_MAX_WARPS * 32)
+    qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
+                     int nt, int accumulate)
+{
+    typedef qgeom<T, M, CB> G;
+    constexpr int U = G::U;
+    extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int g = lane >> 2, q = lane & 3;
+    const int row0 = blockIdx.x * QG_ROWS;
+    /* rows past the end read the last row and are dropped at the store */
+    const int ra = min(row0 + g, p.rows - 1), rb = min(row0 + g + 8, p.rows - 1);
+    qwalk<T, M, CB> w;
+    w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
+    w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
+    /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
+    w.xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
+    w.ia = (size_t)ra * p.n_groups, w.ib = (size_t)rb * p.n_groups;
+    const int steps = p.cols / G::WIN;
+    w.spg = p.group / G::WIN; /* steps per group */
+    const int s_begin = (int)((long long)steps * warp / warps);
+    w.s_end = (int)((long long)steps * (warp + 1) / warps);
+    w.grp = s_begin / w.spg, w.left = w.spg - s_begin % w.spg;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        w.acc[i] = w.ones[i] = w.sums[i] = 0.0f;
+
+    /* two rounds of codes in flight: the next round's loads are issued before this one's products
+     * (the codes are written by no kernel, so the first round goes out before the wait) */
+    qround<T, M, CB> ra0, ra1;
+    w.load(p, ra0, s_begin);
+    lg_pdl_wait();
+    lg_pdl_trigger();
+    for (int s0 = s_begin; s0 < w.s_end; s0 += 2 * U) {
+        if (s0 + U < w.s_end)
+            w.load(p, ra1, s0 + U);
+        w.compute(ra0, s0);
+        if (s0 + U >= w.s_end)
+            break;
+        if (s0 + 2 * U < w.s_end)
+            w.load(p, ra0, s0 + 2 * U);
+        w.compute(ra1, s0 + U);
+    }
+    float *sums = w.sums;
 
     /* accumulator c0, c1: row g, x rows 2q, 2q + 1; c2, c3: row g + 8 */
     float *rw = red + warp * (QG_ROWS * QG_TOKENS);
@@ -448,6 +496,8 @@ __global__ void qgemv_scalar_kernel(void *y, int y_dt, int ldy, qparams p,
     int row = blockIdx.x * QG_SCALAR_WARPS + (threadIdx.x >> 5);
     if (row >= p.rows)
         return;
+    lg_pdl_wait();
+    lg_pdl_trigger();
     float acc[QG_TOKENS];
 #pragma unroll
     for (int t = 0; t < QG_TOKENS; t++)
@@ -504,8 +554,8 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     unsigned threads = (unsigned)qg_warps * 32;
 #define QG_CASE(M_, CB_)                                                                          \
     if (method == M_ && cb == CB_) {                                                              \
-        qgemv_mma_kernel<T, M_, CB_><<<blocks, threads, smem, s>>>(y, y_dt, ldy, p, x, ldx, nt,   \
-                                                                   acc);                          \
+        lg_launch_pdl(qgemv_mma_kernel<T, M_, CB_>, blocks, threads, smem, s, y, y_dt, ldy, p, x, \
+                      ldx, nt, acc);                                                              \
         return;                                                                                   \
     }
 #define QG_WIDTHS(M_) QG_CASE(M_, 16) QG_CASE(M_, 8) QG_CASE(M_, 4)
@@ -532,8 +582,8 @@ static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, 
             qgemv_mma<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt, acc, s);
         } else {
             unsigned blocks = (unsigned)((w->rows + QG_SCALAR_WARPS - 1) / QG_SCALAR_WARPS);
-            qgemv_scalar_kernel<T><<<blocks, QG_SCALAR_WARPS * 32, 0, s>>>(yt, y_dt, ldy, p, xt,
-                                                                           ldx, nt, acc);
+            lg_launch_pdl(qgemv_scalar_kernel<T>, blocks, QG_SCALAR_WARPS * 32, 0, s, yt, y_dt,
+                          ldy, p, xt, ldx, nt, acc);
         }
     }
 }

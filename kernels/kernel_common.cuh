@@ -178,6 +178,59 @@ __host__ __device__ __forceinline__ bool lg_dmask_all(const lg_dmask &m, int q0,
 /* Checks a host mask description and converts it (NULL = full). */
 int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who);
 
+/* ---------------------------------------------------------------- programmatic dependent launch
+
+ * Hopper lets a kernel start while the one before it in the stream is still finishing
+ * (programmatic dependent launch): its blocks are scheduled early and wait in lg_pdl_wait() until
+ * the earlier grid has completed and its writes are visible. What comes before the wait (index
+ * arithmetic, prefetching weights that no kernel writes) overlaps the previous kernel's tail and the
+ * launch gap, which at decode (about ten small kernels a layer) is a large part of a token's time.
+ *
+ * Rules for a kernel launched with lg_launch_pdl:
+ *   - it calls lg_pdl_wait() before it reads anything an earlier kernel writes and before it writes
+ *     anything (a block that returns without touching memory may skip it);
+ *   - it may call lg_pdl_trigger() to let the next kernel's blocks be scheduled; every kernel here
+ *     does so right after the wait, which is safe because the next kernel waits in turn.
+ * Waiting on the previous grid is transitive: that grid waited for its own predecessor before it
+ * completed. Kernels launched with <<< >>> (cuBLAS's too) keep the full stream order. */
+__device__ __forceinline__ void lg_pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void lg_pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Whether launches on the current device use programmatic dependent launch: only on compute
+ * capability 9.0, whose sm_90a code has the waits (the portable PTX target runs on other GPUs,
+ * where a JIT of compute_80 code would have none), and not with LG_PDL=0 in the environment. */
+bool lg_pdl_enabled();
+
+/* kern<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where
+ * lg_pdl_enabled(). kern must follow the rules above. Errors: cudaGetLastError, as with <<< >>>. */
+template <typename... KArgs, typename... Args>
+static inline void lg_launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                 cudaStream_t s, Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = lg_pdl_enabled() ? 1 : 0;
+    (void)cudaLaunchKernelEx(&cfg, kern, ((KArgs)args)...);
+}
+
 /* ---------------------------------------------------------------- PTX shared by the GEMVs and attention */
 
 /* 16 bytes from global memory that is read once: through the non-coherent path, not kept in L1. */
@@ -188,6 +241,12 @@ __device__ __forceinline__ uint4 lg_ld_stream16(const void *p)
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
+}
+
+/* Starts bringing the 128-byte line of p into L2 (no register waits on it). */
+__device__ __forceinline__ void lg_prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 /* c += a (16x16, row) * b (16x8, col) on the tensor cores, float32 accumulation; T is __half or

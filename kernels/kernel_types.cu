@@ -4,7 +4,34 @@
 
 #include "kernel_common.cuh"
 
+#include <stdlib.h>
+#include <string.h>
+
 static thread_local char lg_k_msg[512];
+
+/* per thread (a tensor-parallel engine drives one device a thread): the device last asked about */
+static thread_local int pdl_device = -1, pdl_on = 0;
+
+bool lg_pdl_enabled()
+{
+    int dev;
+    if (cudaGetDevice(&dev) != cudaSuccess)
+        return false;
+    if (dev != pdl_device) {
+        int major = 0, minor = 0;
+        const char *env = getenv("LG_PDL");
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        pdl_on = major == 9 && minor == 0 && !(env && strcmp(env, "0") == 0);
+        pdl_device = dev;
+    }
+    return pdl_on;
+}
+
+extern "C" int lg_k_pdl_active(void)
+{
+    return lg_pdl_enabled();
+}
 
 extern "C" int lg_kdtype_size(lg_kdtype dt)
 {

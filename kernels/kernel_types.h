@@ -43,6 +43,10 @@ typedef struct lg_kmask {
     int block, local, stride; /* block_strided (all > 0) */
 } lg_kmask;
 
+/* 1 when the decode kernels on the current device start early with programmatic dependent launch
+ * (compute capability 9.0 and LG_PDL is not "0"; see kernel_common.cuh), else 0. */
+int lg_k_pdl_active(void);
+
 /* The message of the last failed launcher call on this thread ("" if none). */
 const char *lg_k_last_error(void);
 

@@ -731,9 +731,11 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     cudaFree(dqpos), cudaFree(ws);
 }
 
-static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots)
+/* pad: extra elements per row of k and v (0 or 8 keeps 16-byte rows when kvd % 8 == 0: the
+ * 16-byte copy; 2 does not: the 2-byte one). */
+static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots, int pad)
 {
-    int ld = kvd + 8, ldkv = kvd + 2;
+    int ld = kvd + 8, ldkv = kvd + pad;
     float *kc = rnd((size_t)n_slots * ld, 1.0f, 0.0f, dt), *vc = rnd((size_t)n_slots * ld, 1.0f, 0.0f, dt);
     float *k = rnd((size_t)n * ldkv, 1.0f, 0.0f, dt), *v = rnd((size_t)n * ldkv, 1.0f, 0.0f, dt);
     int *slots = xmalloc(n * sizeof(int)), *pos = xmalloc(n_slots * sizeof(int));
@@ -757,7 +759,8 @@ static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots)
     for (size_t i = 0; i < (size_t)n_slots * ld; i++)
         ok &= gk[i] == kc[i] && gv[i] == vc[i];
     char shape[96];
-    snprintf(shape, sizeof shape, "%s n %d kv_dim %d slots %d", dname(dt), n, kvd, n_slots);
+    snprintf(shape, sizeof shape, "%s n %d kv_dim %d slots %d ld %d", dname(dt), n, kvd, n_slots,
+             ldkv);
     report_exact("kv_write", shape, ok);
     free(kc), free(vc), free(k), free(v), free(slots), free(pos), free(gk), free(gv), free(gp);
     cudaFree(dkc), cudaFree(dvc), cudaFree(dk), cudaFree(dv), cudaFree(dslots), cudaFree(dpos);
@@ -1222,6 +1225,7 @@ int main(int argc, char **argv)
     lg_rope lin = {LG_ROPE_LINEAR, 10000.0, 2.0, 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < 2; i++) {
         check_rope(H[i], 7, 32, 32, 128, &def, "default", 1);
+        check_rope(H[i], 1, 32, 8, 128, &def, "default", 1);
         check_rope(H[i], 33, 8, 2, 64, &l3, "llama3", 1);
         check_rope(H[i], 1, 4, 4, 8, &yarn, "yarn", 0);
         check_rope(H[i], 17, 4, 1, 32, &lin, "linear", 1);
@@ -1318,8 +1322,10 @@ int main(int argc, char **argv)
             check_cache(dt, 300, 1, 4, 2, 8, masks[m], 7, 1);
         }
         check_cache(dt, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
-        check_kv_write(dt, 7, 1024, 33);
-        check_kv_write(dt, 1, 8, 1);
+        check_kv_write(dt, 7, 1024, 33, 2);
+        check_kv_write(dt, 5, 1024, 9, 8);
+        check_kv_write(dt, 3, 40, 5, 0);
+        check_kv_write(dt, 1, 8, 1, 2);
     }
     check_rejects(blas);
     printf("checks: %d passed, %d failed\n", n_pass, n_fail);
