@@ -1,9 +1,10 @@
 /* Attention kernels: softmax(scale · q k^T) v per query head over the keys the mask shows, float32
  * accumulation and online softmax (no [queries x keys] matrix in memory). GQA: query head h reads kv
- * head h / (n_heads / n_kv_heads) (n_heads % n_kv_heads == 0). q, k, v and out share dt (float16 or
- * bfloat16). Head h of row t of q is at q + t*ldq + h*head_dim; kv head g of key row j at
+ * head h / (n_heads / n_kv_heads) (n_heads % n_kv_heads == 0). q, k, v and out share dt (float32,
+ * float16 or bfloat16). Head h of row t of q is at q + t*ldq + h*head_dim; kv head g of key row j at
  * k + j*ldk + g*head_dim (v likewise); out like q. head_dim: even, 8 .. 256 (tensor-core path for
- * 64 and 128; the others take a simpler kernel). Conventions and the mask: kernel_types.h. */
+ * 32, 64 and 128 in float16 or bfloat16; the others, and float32, take a simpler kernel).
+ * Conventions and the mask: kernel_types.h. */
 #ifndef LG_KERNELS_ATTENTION_H
 #define LG_KERNELS_ATTENTION_H
 

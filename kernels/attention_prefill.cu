@@ -11,7 +11,8 @@
  * into hi + lo bfloat16 parts and both multiply V (one more MMA per tile for P V), so the result is
  * as accurate as the float16 path.
  *
- * Head sizes 32, 64, 128 with 16-byte aligned rows take this kernel; the others take the row kernel
+ * Head sizes 32, 64, 128 with 16-byte aligned float16 or bfloat16 rows take this kernel; the
+ * others, and float32 (the tensor cores would round it to 16 bits), take the row kernel
  * (attention_rows.cu). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
 #include <math.h>
 #include <string.h>
@@ -342,8 +343,8 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
     const char *who = "lg_k_attn_prefill";
     if (lg_attn_shape_check(shape, who))
         return -1;
-    if (dt != LG_KDT_F16 && dt != LG_KDT_BF16)
-        return lg_k_fail("%s: dtype %d must be float16 or bfloat16", who, (int)dt);
+    if (dt != LG_KDT_F32 && dt != LG_KDT_F16 && dt != LG_KDT_BF16)
+        return lg_k_fail("%s: dtype %d must be float32, float16 or bfloat16", who, (int)dt);
     int hd = shape->head_dim, qd = shape->n_heads * hd, kvd = shape->n_kv_heads * hd;
     if (n < 0 || T < 1 || q_pos0 < 0 || k_pos0 < 0 || ldq < qd || ldo < qd || ldk < kvd ||
         ldv < kvd)
@@ -358,9 +359,9 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
     if (n == 0)
         return 0;
     cudaStream_t s = LG_CUDA_STREAM(stream);
-    bool tc = !force_simple && (hd == 32 || hd == 64 || hd == 128) && ldq % 8 == 0 &&
-              ldk % 8 == 0 && ldv % 8 == 0 && ldo % 8 == 0 && aligned16(q) && aligned16(k) &&
-              aligned16(v) && aligned16(out);
+    bool tc = !force_simple && dt != LG_KDT_F32 && (hd == 32 || hd == 64 || hd == 128) &&
+              ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && ldo % 8 == 0 && aligned16(q) &&
+              aligned16(k) && aligned16(v) && aligned16(out);
     if (tc) {
         fa_params p;
         memset(&p, 0, sizeof p);

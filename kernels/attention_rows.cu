@@ -3,12 +3,13 @@
  * alignments the tensor-core kernel does not take.
  *
  * Within a block, lanes work in groups of G: a group handles NS key slots a step, each lane
- * holding VEC consecutive elements of the head (16-byte loads when VEC = 8), so one key row is read
- * by G lanes in one coalesced access and the dot product is a reduction over the group; the NS
- * slots' loads are in flight together (one memory latency a step). Each group
- * keeps its own online-softmax state (running max m, sum l, output acc in float32, base-2
- * exponentials); groups, then warps, then splits are merged with the usual rescaling
- * (flash-decoding). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
+ * holding VEC consecutive elements of the head (16-byte loads when VEC = 8 of a 16-bit type or 4 of
+ * float32; 4- or 8-byte loads when VEC = 2), so one key row is read by G lanes in one coalesced
+ * access and the dot product is a reduction over the group; the NS slots' loads are in flight
+ * together (one memory latency a step). Each group keeps its own online-softmax state (running max
+ * m, sum l, output acc in float32, base-2 exponentials); groups, then warps, then splits are merged
+ * with the usual rescaling (flash-decoding). T is __half, __nv_bfloat16 or float (a float32
+ * checkpoint run as such). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
 #include <math.h>
 #include <string.h>
 
@@ -16,7 +17,7 @@
 
 #define ROWS_WARPS 4
 
-/* VEC elements of a row: held as loaded (raw: 16 or 4 bytes), unpacked to floats where used. */
+/* VEC elements of a row: held as loaded (raw: 16, 8 or 4 bytes), unpacked to floats where used. */
 template <typename T, int VEC> struct vec_io;
 template <typename T> struct vec_io<T, 8> {
     typedef uint4 raw;
@@ -43,6 +44,40 @@ template <typename T> struct vec_io<T, 2> {
         f[1] = x.y;
     }
     static __device__ __forceinline__ void load(const T *p, float *f) { unpack(load_raw(p), f); }
+};
+/* float32: 4 elements in one 16-byte load, or 2 in an 8-byte one */
+template <> struct vec_io<float, 4> {
+    typedef uint4 raw;
+    static __device__ __forceinline__ raw load_raw(const float *p)
+    {
+        return *reinterpret_cast<const uint4 *>(p);
+    }
+    static __device__ __forceinline__ raw zero() { return make_uint4(0, 0, 0, 0); }
+    static __device__ __forceinline__ void unpack(raw r, float *f)
+    {
+        lg_vec16<float>::unpack(r, f);
+    }
+    static __device__ __forceinline__ void load(const float *p, float *f)
+    {
+        unpack(load_raw(p), f);
+    }
+};
+template <> struct vec_io<float, 2> {
+    typedef uint2 raw;
+    static __device__ __forceinline__ raw load_raw(const float *p)
+    {
+        return *reinterpret_cast<const uint2 *>(p);
+    }
+    static __device__ __forceinline__ raw zero() { return make_uint2(0, 0); }
+    static __device__ __forceinline__ void unpack(raw r, float *f)
+    {
+        f[0] = __uint_as_float(r.x);
+        f[1] = __uint_as_float(r.y);
+    }
+    static __device__ __forceinline__ void load(const float *p, float *f)
+    {
+        unpack(load_raw(p), f);
+    }
 };
 
 /* The keys and values of one step of a lane's group (NS slots), as loaded, and their positions
@@ -315,10 +350,10 @@ static void rows_launch_vec(const lg_rows_params *p, int n, cudaStream_t s)
 }
 
 template <typename T>
-static void rows_launch_t(const lg_rows_params *p, int n, bool vec8, cudaStream_t s)
+static void rows_launch_t(const lg_rows_params *p, int n, bool wide, cudaStream_t s)
 {
-    if (vec8)
-        rows_launch_vec<T, 8>(p, n, s);
+    if (wide)
+        rows_launch_vec<T, lg_vec16<T>::N>(p, n, s);
     else
         rows_launch_vec<T, 2>(p, n, s);
     if (p->n_splits > 1) {
@@ -329,22 +364,27 @@ static void rows_launch_t(const lg_rows_params *p, int n, bool vec8, cudaStream_
 
 int lg_rows_launch(const lg_rows_params *p, lg_kdtype dt, int n, cudaStream_t s, const char *who)
 {
-    int hd = p->head_dim;
-    /* VEC = 8 (16-byte loads) when every row start is 16-byte aligned; else VEC = 2 (4 bytes) */
-    bool vec8 = hd % 8 == 0 && p->ldq % 8 == 0 && p->ldk % 8 == 0 && p->ldv % 8 == 0 &&
-                ((uintptr_t)p->q & 15) == 0 && ((uintptr_t)p->k & 15) == 0 &&
-                ((uintptr_t)p->v & 15) == 0;
-    bool vec2 = p->ldq % 2 == 0 && p->ldk % 2 == 0 && p->ldv % 2 == 0 &&
-                ((uintptr_t)p->q & 3) == 0 && ((uintptr_t)p->k & 3) == 0 &&
-                ((uintptr_t)p->v & 3) == 0;
-    if (!vec8 && !vec2)
-        return lg_k_fail("%s: q, k, v rows must be 4-byte aligned (even ld, aligned pointers)", who);
+    int hd = p->head_dim, esz = lg_kdtype_size(dt), wv = 16 / esz;
+    uintptr_t any = (uintptr_t)p->q | (uintptr_t)p->k | (uintptr_t)p->v;
+    /* VEC = wv (16-byte loads) when every row start is 16-byte aligned and one chunk a lane covers
+     * the head; else VEC = 2 (loads of two elements, 4 or 8 bytes). The second condition only bites
+     * float32 heads over 128: four 16-byte chunks a lane would spill registers, four pairs do
+     * not. */
+    bool wide = hd % wv == 0 && hd / wv <= 32 && p->ldq % wv == 0 && p->ldk % wv == 0 &&
+                p->ldv % wv == 0 && (any & 15) == 0;
+    bool pairs = p->ldq % 2 == 0 && p->ldk % 2 == 0 && p->ldv % 2 == 0 &&
+                 (any & (uintptr_t)(2 * esz - 1)) == 0;
+    if (!wide && !pairs)
+        return lg_k_fail("%s: q, k, v rows must be %d-byte aligned (even ld, aligned pointers)",
+                         who, 2 * esz);
     if (hd > 256)
         return lg_k_fail("%s: head_dim %d too large (at most 256)", who, hd);
-    if (dt == LG_KDT_F16)
-        rows_launch_t<__half>(p, n, vec8, s);
+    if (dt == LG_KDT_F32)
+        rows_launch_t<float>(p, n, wide, s);
+    else if (dt == LG_KDT_F16)
+        rows_launch_t<__half>(p, n, wide, s);
     else
-        rows_launch_t<__nv_bfloat16>(p, n, vec8, s);
+        rows_launch_t<__nv_bfloat16>(p, n, wide, s);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -402,8 +442,8 @@ extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const
     const char *who = "lg_k_attn_cache";
     if (lg_attn_shape_check(shape, who))
         return -1;
-    if (dt != LG_KDT_F16 && dt != LG_KDT_BF16)
-        return lg_k_fail("%s: dtype %d must be float16 or bfloat16", who, (int)dt);
+    if (dt != LG_KDT_F32 && dt != LG_KDT_F16 && dt != LG_KDT_BF16)
+        return lg_k_fail("%s: dtype %d must be float32, float16 or bfloat16", who, (int)dt);
     int hd = shape->head_dim, qd = shape->n_heads * hd, kvd = shape->n_kv_heads * hd;
     if (n < 0 || n_slots < 0 || ldq < qd || ldo < qd || ldk < kvd || ldv < kvd)
         return lg_k_fail("%s: bad sizes n=%d n_slots=%d ldq=%d ldo=%d ldk=%d ldv=%d", who, n,
@@ -448,7 +488,7 @@ extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const
 /* ---------------------------------------------------------------- writing the cache */
 
 /* Block (t, 0) copies k row t to its slot, block (t, 1) v row t; 16-byte units when every row is
- * 16-byte aligned (unit 16), else 2-byte ones (unit 2). */
+ * 16-byte aligned (unit 16), else one element at a time (unit = esz: 4 or 2 bytes). */
 __global__ void kv_write_kernel(void *kc, void *vc, int ldc, int *slot_pos, const void *k, int ldk,
                                 const void *v, int ldv, int esz, int kv_dim, const int *slots,
                                 const int *pos, int pos0, int unit)
@@ -464,6 +504,9 @@ __global__ void kv_write_kernel(void *kc, void *vc, int ldc, int *slot_pos, cons
     if (unit == 16)
         for (int i = threadIdx.x; i < bytes / 16; i += blockDim.x)
             ((uint4 *)dst)[i] = ((const uint4 *)src)[i];
+    else if (unit == 4)
+        for (int i = threadIdx.x; i < bytes / 4; i += blockDim.x)
+            ((uint32_t *)dst)[i] = ((const uint32_t *)src)[i];
     else
         for (int i = threadIdx.x; i < bytes / 2; i += blockDim.x)
             ((uint16_t *)dst)[i] = ((const uint16_t *)src)[i];
@@ -477,8 +520,8 @@ extern "C" int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *sl
                              void *stream)
 {
     const char *who = "lg_k_kv_write";
-    if (dt != LG_KDT_F16 && dt != LG_KDT_BF16)
-        return lg_k_fail("%s: dtype %d must be float16 or bfloat16", who, (int)dt);
+    if (dt != LG_KDT_F32 && dt != LG_KDT_F16 && dt != LG_KDT_BF16)
+        return lg_k_fail("%s: dtype %d must be float32, float16 or bfloat16", who, (int)dt);
     if (n < 0 || kv_dim <= 0 || ld_cache < kv_dim || ldk < kv_dim || ldv < kv_dim)
         return lg_k_fail("%s: bad sizes n=%d kv_dim=%d ld_cache=%d ldk=%d ldv=%d", who, n, kv_dim,
                          ld_cache, ldk, ldv);
@@ -486,14 +529,14 @@ extern "C" int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *sl
         return lg_k_fail("%s: slots and slot_pos are required", who);
     if (n == 0)
         return 0;
-    int unit = (kv_dim * 2) % 16 == 0 && (ld_cache * 2) % 16 == 0 && (ldk * 2) % 16 == 0 &&
-                       (ldv * 2) % 16 == 0 && ((uintptr_t)k_cache & 15) == 0 &&
-                       ((uintptr_t)v_cache & 15) == 0 && ((uintptr_t)k & 15) == 0 &&
-                       ((uintptr_t)v & 15) == 0
+    int esz = lg_kdtype_size(dt);
+    uintptr_t any = (uintptr_t)k_cache | (uintptr_t)v_cache | (uintptr_t)k | (uintptr_t)v;
+    int unit = (kv_dim * esz) % 16 == 0 && (ld_cache * esz) % 16 == 0 && (ldk * esz) % 16 == 0 &&
+                       (ldv * esz) % 16 == 0 && (any & 15) == 0
                    ? 16
-                   : 2;
+                   : esz;
     lg_launch_pdl(kv_write_kernel, dim3((unsigned)n, 2), 256, 0, LG_CUDA_STREAM(stream), k_cache,
-                  v_cache, ld_cache, slot_pos, k, ldk, v, ldv, 2, kv_dim, slots, pos, pos0, unit);
+                  v_cache, ld_cache, slot_pos, k, ldk, v, ldv, esz, kv_dim, slots, pos, pos0, unit);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }

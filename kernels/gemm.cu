@@ -1,4 +1,6 @@
-/* Prefill matrix products through cuBLAS (cublasGemmEx, float32 compute). cuBLAS is column-major:
+/* Prefill matrix products through cuBLAS (cublasGemmEx, float32 compute; pedantic for float32
+ * inputs, so that no TF32 tensor-core path ever rounds them to 10-bit mantissas, which would undo
+ * the point of running a float32 checkpoint in float32). cuBLAS is column-major:
  * row-major y[n, M] is the column-major [M, n] matrix y^T = W · x^T, where row-major W[M, K] read
  * column-major is W^T (so transa = T) and row-major x[n, K] is x^T (transb = N):
  * gemm(T, N, m = M, n = n, k = K, A = W (lda = ldw), B = x (ldb = ldx), C = y (ldc = ldy)). */
@@ -86,8 +88,9 @@ extern "C" int lg_k_gemm(lg_blas *b, void *y, lg_kdtype y_dt, int ldy, const voi
     const char *who = "lg_k_gemm";
     if (!b)
         return lg_k_fail("%s: no cuBLAS handle", who);
-    if (in_dt != LG_KDT_F16 && in_dt != LG_KDT_BF16)
-        return lg_k_fail("%s: inputs must be float16 or bfloat16 (dtype %d)", who, (int)in_dt);
+    if (in_dt != LG_KDT_F32 && in_dt != LG_KDT_F16 && in_dt != LG_KDT_BF16)
+        return lg_k_fail("%s: inputs must be float32, float16 or bfloat16 (dtype %d)", who,
+                         (int)in_dt);
     if (y_dt != LG_KDT_F32 && y_dt != in_dt)
         return lg_k_fail("%s: output must be float32 or the input type (dtype %d)", who, (int)y_dt);
     if (beta != 0.0f && beta != 1.0f)
@@ -98,9 +101,11 @@ extern "C" int lg_k_gemm(lg_blas *b, void *y, lg_kdtype y_dt, int ldy, const voi
     if (n == 0)
         return 0;
     float alpha = 1.0f;
+    cublasComputeType_t compute =
+        in_dt == LG_KDT_F32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
     BLAS_TRY(who, cublasSetStream(b->h, LG_CUDA_STREAM(stream)));
     BLAS_TRY(who, cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, M, n, K, &alpha, w, cuda_type(in_dt),
                                ldw, x, cuda_type(in_dt), ldx, &beta, y, cuda_type(y_dt), ldy,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                               compute, CUBLAS_GEMM_DEFAULT));
     return 0;
 }

@@ -1,7 +1,8 @@
 /* Matrix products for prefill through cuBLAS: y[n, M] (=, or += when beta = 1) x[n, K] · W[M, K]^T,
- * W in Hugging Face's [out_features, in_features] layout. x and W float16 or bfloat16 (the same
- * type), computed in float32 (CUBLAS_COMPUTE_32F, no reduced-precision reductions); y float32 or the
- * type of x. Conventions: kernel_types.h. */
+ * W in Hugging Face's [out_features, in_features] layout. x and W float32, float16 or bfloat16 (the
+ * same type), computed in float32 (CUBLAS_COMPUTE_32F, no reduced-precision reductions; float32
+ * inputs with CUBLAS_COMPUTE_32F_PEDANTIC: no TF32); y float32 or the type of x. Conventions:
+ * kernel_types.h. */
 #ifndef LG_KERNELS_GEMM_H
 #define LG_KERNELS_GEMM_H
 

@@ -1,11 +1,13 @@
 /* Batch-1 (up to 4 rows at a time) GEMV for decode: y[t][m] = sum_k W[m][k] x[t][k].
  *
- * Memory-bound: W (M*K 2-byte weights) is read once; x (a few KB) stays in L1/L2. Each warp owns
- * ROWS consecutive rows of W; each lane reads 16 bytes (8 weights) of each row per step, UNROLL steps
- * at a time, so ROWS * UNROLL independent 16-byte loads are in flight per lane before the first use
- * (latency hiding without relying on occupancy alone). Weights are loaded with the L1::no_allocate
- * hint (streamed once, kept out of L1 where x lives). Partial sums are float32 per lane, then summed
- * across the warp with shuffles. CPU twin: lg_gemv_cpu (kernels/check/check_kernels.c). */
+ * Memory-bound: W (M*K weights of 2 or 4 bytes) is read once; x (a few KB) stays in L1/L2. Each
+ * warp owns ROWS consecutive rows of W; each lane reads 16 bytes (8 16-bit weights or 4 float32
+ * ones) of each row per step, UNROLL steps at a time, so ROWS * UNROLL independent 16-byte loads are
+ * in flight per lane before the first use (latency hiding without relying on occupancy alone).
+ * Weights are loaded with the L1::no_allocate hint (streamed once, kept out of L1 where x lives).
+ * Partial sums are float32 per lane, then summed across the warp with shuffles. The float32
+ * instantiation (a float32 checkpoint run as such) is the same code with 4 elements a load. CPU
+ * twins: lg_ops_gemv16 (16-bit weights) and lg_matmul (float32), in kernels/check/check_kernels.c. */
 #include "gemv.h"
 #include "kernel_common.cuh"
 
@@ -24,7 +26,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     int row0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * ROWS;
     if (row0 >= M)
         return;
-    int kv = K / 8; /* 16-byte vectors per row */
+    constexpr int EPV = lg_vec16<T>::N; /* elements per 16-byte load */
+    int kv = K / EPV;                   /* 16-byte vectors per row */
     const uint4 *wr[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -62,15 +65,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             if (i < kv) {
 #pragma unroll
                 for (int t = 0; t < NT; t++) {
-                    float xf[8];
-                    lg_unpack8<T>(__ldg(reinterpret_cast<const uint4 *>(x + (size_t)t * ldx) + i),
-                                  xf);
+                    float xf[EPV];
+                    lg_vec16<T>::unpack(
+                        __ldg(reinterpret_cast<const uint4 *>(x + (size_t)t * ldx) + i), xf);
 #pragma unroll
                     for (int r = 0; r < ROWS; r++) {
-                        float wf[8];
-                        lg_unpack8<T>(wv[u][r], wf);
+                        float wf[EPV];
+                        lg_vec16<T>::unpack(wv[u][r], wf);
 #pragma unroll
-                        for (int e = 0; e < 8; e++)
+                        for (int e = 0; e < EPV; e++)
                             acc[t][r] = fmaf(wf[e], xf[e], acc[t][r]);
                     }
                 }
@@ -164,8 +167,9 @@ extern "C" int lg_k_gemv(void *y, lg_kdtype y_dt, int ldy, const void *w, int ld
                          int ldx, lg_kdtype in_dt, int n, int M, int K, float beta, void *stream)
 {
     const char *who = "lg_k_gemv";
-    if (in_dt != LG_KDT_F16 && in_dt != LG_KDT_BF16)
-        return lg_k_fail("%s: inputs must be float16 or bfloat16 (dtype %d)", who, (int)in_dt);
+    if (in_dt != LG_KDT_F32 && in_dt != LG_KDT_F16 && in_dt != LG_KDT_BF16)
+        return lg_k_fail("%s: inputs must be float32, float16 or bfloat16 (dtype %d)", who,
+                         (int)in_dt);
     if (y_dt != LG_KDT_F32 && y_dt != in_dt)
         return lg_k_fail("%s: output must be float32 or the input type (dtype %d)", who, (int)y_dt);
     if (beta != 0.0f && beta != 1.0f)
@@ -175,11 +179,14 @@ extern "C" int lg_k_gemv(void *y, lg_kdtype y_dt, int ldy, const void *w, int ld
                          ldx, ldy);
     if (n == 0)
         return 0;
-    bool vec = K % 8 == 0 && ldw % 8 == 0 && ldx % 8 == 0 && ((uintptr_t)w & 15) == 0 &&
+    int epv = 16 / lg_kdtype_size(in_dt); /* elements per 16-byte load */
+    bool vec = K % epv == 0 && ldw % epv == 0 && ldx % epv == 0 && ((uintptr_t)w & 15) == 0 &&
                ((uintptr_t)x & 15) == 0;
     int acc = beta != 0.0f;
     cudaStream_t s = LG_CUDA_STREAM(stream);
-    if (in_dt == LG_KDT_F16)
+    if (in_dt == LG_KDT_F32)
+        gemv_launch<float>(y, y_dt, ldy, w, ldw, x, ldx, n, M, K, acc, vec, s);
+    else if (in_dt == LG_KDT_F16)
         gemv_launch<__half>(y, y_dt, ldy, w, ldw, x, ldx, n, M, K, acc, vec, s);
     else
         gemv_launch<__nv_bfloat16>(y, y_dt, ldy, w, ldw, x, ldx, n, M, K, acc, vec, s);

@@ -1,10 +1,11 @@
 /* Decode matrix-vector products: y[t][m] (=, or += when beta = 1) sum_k W[m][k] * x[t][k] for a few
- * rows t < n (1 for batch-1 decode), W [M, K] float16 or bfloat16 (x the same type), float32
- * accumulation, y float32 or the type of x. Memory-bound: each weight byte is read once per call
- * (rows of x are processed together, up to 4 per pass over W). Conventions: kernel_types.h.
+ * rows t < n (1 for batch-1 decode), W [M, K] float32, float16 or bfloat16 (x the same type),
+ * float32 accumulation, y float32 or the type of x. Memory-bound: each weight byte is read once per
+ * call (rows of x are processed together, up to 4 per pass over W). Conventions: kernel_types.h.
  *
- * Fast path: K % 8 == 0, ldw % 8 == 0, ldx % 8 == 0 and W, x 16-byte aligned (16-byte loads);
- * otherwise a scalar path gives the same sums, slowly. */
+ * Fast path: K, ldw and ldx multiples of the elements in 16 bytes (8 for 16-bit types, 4 for
+ * float32) and W, x 16-byte aligned (16-byte loads); otherwise a scalar path gives the same sums,
+ * slowly. */
 #ifndef LG_KERNELS_GEMV_H
 #define LG_KERNELS_GEMV_H
 

@@ -71,6 +71,17 @@ template <> struct lg_elem<__nv_bfloat16> {
         return __floats2bfloat162_rn(a, b);
     }
 };
+/* float32 as an element type: the identity, for kernels templated on T that also take float. */
+template <> struct lg_elem<float> {
+    typedef float2 pair;
+    static __device__ __forceinline__ float to_f(float x) { return x; }
+    static __device__ __forceinline__ float from_f(float x) { return x; }
+    static __device__ __forceinline__ float2 pair_to_f2(float2 x) { return x; }
+    static __device__ __forceinline__ float2 f2_to_pair(float a, float b)
+    {
+        return make_float2(a, b);
+    }
+};
 
 /* 8 packed 16-bit elements (one 16-byte load) to floats. */
 template <typename T>
@@ -85,6 +96,22 @@ __device__ __forceinline__ void lg_unpack8(uint4 u, float *f)
         f[2 * i + 1] = v.y;
     }
 }
+
+/* One 16-byte load of T as floats: N elements (8 of a 16-bit type, 4 of float32). */
+template <typename T> struct lg_vec16 {
+    static constexpr int N = 8;
+    static __device__ __forceinline__ void unpack(uint4 u, float *f) { lg_unpack8<T>(u, f); }
+};
+template <> struct lg_vec16<float> {
+    static constexpr int N = 4;
+    static __device__ __forceinline__ void unpack(uint4 u, float *f)
+    {
+        f[0] = __uint_as_float(u.x);
+        f[1] = __uint_as_float(u.y);
+        f[2] = __uint_as_float(u.z);
+        f[3] = __uint_as_float(u.w);
+    }
+};
 
 /* ---------------------------------------------------------------- reductions */
 

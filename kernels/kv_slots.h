@@ -98,10 +98,10 @@ static inline LG_KV_HD long lg_kv_pos_of_slot(const lg_kv_layout *l, long s, lon
 /* Fills every slot s < n_slots of a cache (k_cache / v_cache rows ld_cache elements apart,
  * slot_pos: device int array) with the key and value rows of position lg_kv_pos_of_slot(layout, s,
  * n), read from k + p * ldk and v + p * ldv, and sets slot_pos[s] to that position (-1 for an empty
- * slot). kv_dim elements of 2-byte type (float16 or bfloat16) per row. */
+ * slot). kv_dim elements of type dt (float32, float16 or bfloat16) per row. */
 int lg_k_kv_fill_from_rows(void *k_cache, void *v_cache, int ld_cache, int *slot_pos, int n_slots,
                            const lg_kv_layout *layout, const void *k, int ldk, const void *v,
-                           int ldv, int kv_dim, long n, void *stream);
+                           int ldv, lg_kdtype dt, int kv_dim, long n, void *stream);
 
 #ifdef __cplusplus
 }

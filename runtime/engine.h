@@ -1,7 +1,7 @@
 /* The forward pass behind one interface, with the backend chosen once at run time (as calm does):
- * "cpu" is the float32 oracle (runtime/forward_cpu.h), "cuda" the fp16/bf16 GPU path
- * (runtime/forward_cuda.h, present when the build found nvcc). Tools and evaluations call lg_engine_*
- * and never ask which backend they hold.
+ * "cpu" is the float32 oracle (runtime/forward_cpu.h), "cuda" the GPU path in fp16, bf16 or
+ * float32 (runtime/forward_cuda.h, present when the build found nvcc). Tools and evaluations call
+ * lg_engine_* and never ask which backend they hold.
  *
  * The operations mean what the CPU forward's do (forward_cpu.h): a sequence at a time, prompt in
  * one call, then one token per call; logits in float32 on the host. */
@@ -18,7 +18,8 @@ typedef struct lg_engine_opts {
     int max_chunk;      /* rows per internal step (cpu: 256; cuda: prefill rows per product, 4096) */
     int max_seq;        /* positions reserved for full layers; 0 = the model's max_pos */
     int n_threads;      /* cpu: 0 = every online CPU */
-    const char *dtype;  /* cuda: weights and activations "f16" (default) or "bf16" */
+    const char *dtype;  /* cuda: weights and activations "f32", "f16" or "bf16"; NULL: the
+                         * checkpoint's float type (f16 for a quantized checkpoint) */
     int tp;             /* cuda: GPUs the model is split over (tensor parallel; 0 or 1: one GPU) */
     int tp_skip_comm;   /* cuda, tp > 1, benchmarks only: the all-reduces left out (wrong results:
                          * what the run costs without communication) */
@@ -69,7 +70,7 @@ int lg_engine_parse_tp(const char *arg, int *tp, lg_err *err);
 int lg_engine_check_device(const char *device, lg_err *err);
 
 /* Loads a model directory the way `device` needs it: float32 weights for "cpu", configuration only
- * for "cuda" (which uploads fp16/bf16 from the checkpoint itself). NULL on error, also for an
+ * for "cuda" (which uploads its weights from the checkpoint itself). NULL on error, also for an
  * unknown or unavailable device, with a message saying which devices this build has. */
 lg_model *lg_engine_load_model(const char *dir, const char *device, lg_err *err);
 

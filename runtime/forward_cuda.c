@@ -416,7 +416,9 @@ static int upload_weights(cuda_fwd *f, lg_err *err)
     if (!ck)
         return -1;
     upload u = {.st = f->st};
-    weight_list l = {.adt = f->dt == LG_KDT_BF16 ? LG_DT_BF16 : LG_DT_F16,
+    weight_list l = {.adt = f->dt == LG_KDT_F32    ? LG_DT_F32
+                            : f->dt == LG_KDT_BF16 ? LG_DT_BF16
+                                                   : LG_DT_F16,
                      .dims = lg_tp_dims_of(m)};
     int rc = -1;
     if (list_weights(f, ck, &l, err) != 0) {
@@ -804,7 +806,8 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
         }
         if (!full)
             K(lg_k_kv_fill_from_rows(L->k, L->v, f->kvd, L->slot_pos, L->n_slots, &L->lay,
-                                     f->scr_k, f->kvd, f->scr_v, f->kvd, f->kvd, n, f->st));
+                                     f->scr_k, f->kvd, f->scr_v, f->kvd, f->dt, f->kvd, n,
+                                     f->st));
     }
     return 0;
 }
@@ -1216,6 +1219,54 @@ static int alloc_state(cuda_fwd *f)
     return dalloc(f, &f->attn_ws, ws, "attention workspace");
 }
 
+/* The float type of the weights in checkpoint dir: its embedding's, a float tensor in every
+ * checkpoint this engine takes (f16 when there is none: the upload then says what is missing). */
+static int checkpoint_float_type(const char *dir, lg_dtype *out, lg_err *err)
+{
+    lg_checkpoint *ck = lg_ckpt_open(dir, err);
+    if (!ck)
+        return -1;
+    const lg_st_tensor *t = lg_ckpt_find(ck, "model.embed_tokens.weight");
+    *out = t ? t->dtype : LG_DT_F16;
+    lg_ckpt_close(ck);
+    return 0;
+}
+
+/* The type of the weights, activations and KV caches: `asked` ("f32", "f16" or "bf16") when given,
+ * else the checkpoint's own float type, so that a float32 checkpoint runs in float32 and gives the
+ * CPU engine's results (bf16 stays bf16; f16 and anything else run in f16). A quantized checkpoint
+ * runs in f16 unless bf16 is asked for, and refuses f32: its products (kernels/gemv_quant.h) take
+ * 16-bit activations only. */
+static int choose_dtype(const lg_model *m, const char *asked, lg_kdtype *out, lg_err *err)
+{
+    int quantized = m->quant.scheme.method != LG_QUANT_NONE;
+    if (asked) {
+        if (strcmp(asked, "f32") == 0)
+            *out = LG_KDT_F32;
+        else if (strcmp(asked, "f16") == 0)
+            *out = LG_KDT_F16;
+        else if (strcmp(asked, "bf16") == 0)
+            *out = LG_KDT_BF16;
+        else
+            return lg_err_set(err, "cuda engine: dtype '%s' (f32, f16 or bf16)", asked);
+        if (quantized && *out == LG_KDT_F32)
+            return lg_err_set(err, "%s: cuda engine: dtype f32 with a %s-quantized checkpoint: "
+                                   "its products take f16 or bf16 activations only (use one of "
+                                   "those, or --device cpu)",
+                              m->dir, lg_quant_method_name(m->quant.scheme.method));
+        return 0;
+    }
+    if (quantized) {
+        *out = LG_KDT_F16;
+        return 0;
+    }
+    lg_dtype w;
+    if (checkpoint_float_type(m->dir, &w, err) != 0)
+        return -1;
+    *out = w == LG_DT_F32 ? LG_KDT_F32 : w == LG_DT_BF16 ? LG_KDT_BF16 : LG_KDT_F16;
+    return 0;
+}
+
 cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
                            const lg_cuda_rank_opts *r, lg_err *err)
 {
@@ -1234,11 +1285,9 @@ cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
         lg_err_set(err, "cuda engine: GPU %d asked for; this machine has %d", r->device, dev_count);
         return NULL;
     }
-    const char *dt = opts && opts->dtype ? opts->dtype : "f16";
-    if (strcmp(dt, "f16") != 0 && strcmp(dt, "bf16") != 0) {
-        lg_err_set(err, "cuda engine: dtype '%s' (f16 or bf16)", dt);
+    lg_kdtype dt;
+    if (choose_dtype(m, opts ? opts->dtype : NULL, &dt, err) != 0)
         return NULL;
-    }
     if (m->head_dim % 2 != 0 || m->head_dim < 8 || m->head_dim > 256) {
         lg_err_set(err, "%s: head_dim %d: the CUDA attention takes even sizes 8..256", m->dir,
                    m->head_dim);
@@ -1268,9 +1317,9 @@ cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
     f->agree = tp > 1 ? r->agree : NULL;
     f->agree_ctx = r->agree_ctx;
     f->logits_h = r->logits_h;
-    f->dt = strcmp(dt, "bf16") == 0 ? LG_KDT_BF16 : LG_KDT_F16;
-    f->dt_name = f->dt == LG_KDT_BF16 ? "bf16" : "f16";
-    f->esz = 2;
+    f->dt = dt;
+    f->dt_name = dt == LG_KDT_F32 ? "f32" : dt == LG_KDT_BF16 ? "bf16" : "f16";
+    f->esz = lg_kdtype_size(dt);
     f->dim = m->dim;
     f->ffn = f->sh.ffn;
     f->qd = f->sh.n_heads * m->head_dim;

@@ -1,7 +1,9 @@
 /* The CUDA forward pass, one backend of runtime/engine.h (compiled only when the build has CUDA;
- * lg_engine_new(..., "cuda", ...) reaches it). Weights live on the GPU in fp16 or bf16, uploaded once
- * from the checkpoint (no float32 copy on the host); the residual stream is float32, the other
- * activations and the KV caches fp16/bf16, every product accumulates in float32.
+ * lg_engine_new(..., "cuda", ...) reaches it). Weights live on the GPU in one dtype, uploaded once
+ * from the checkpoint (no float32 copy on the host): lg_engine_opts.dtype, by default the
+ * checkpoint's own float type (a float32 checkpoint runs in float32 and matches the CPU engine; a
+ * quantized one keeps its codes, with fp16 activations). The residual stream is float32, the other
+ * activations and the KV caches in that dtype, every product accumulates in float32.
  *
  * KV caches, one per layer, shaped by its kind (formats/longgen.h):
  *   full:          a slot per position (slot = position), max_seq slots;

@@ -14,7 +14,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: lg-bench MODEL [--device cpu|cuda] [--ctx N[,N...]] [--decode N] [--dtype f16|bf16]\n"
+"usage: lg-bench MODEL [--device cpu|cuda] [--ctx N[,N...]] [--decode N] [--dtype f16|bf16|f32]\n"
 "                [--chunk N] [--seed S] [--plan FILE] [--tp N [--tp-no-comm]]\n"
 "For each context N: a fresh engine (max_seq N + decode), a prompt of N random token ids (BOS\n"
 "first), timed from the call to its last logits on the host (prefill), then --decode greedy tokens\n"
@@ -22,6 +22,8 @@ static void usage(FILE *f)
 "engine has captured its decode graph). A short prefill before the timed one loads every kernel.\n"
 "Prints one JSON object per context: times, KV bytes by layer kind (live and allocated), weights,\n"
 "peak device memory; a context that does not fit prints {\"ctx\": N, \"fits\": false, \"error\": ...}.\n"
+"--dtype (cuda): the type of weights, activations and KV caches; by default the checkpoint's own\n"
+"float type (f32, bf16, else f16; f16 for a quantized checkpoint, which takes no f32).\n"
 "--tp N splits the model over N GPUs (tensor parallel); the JSON then has per-GPU weights and peak\n"
 "memory. --tp-no-comm leaves the all-reduces out (wrong logits): the time a step takes without\n"
 "communication, so that the share spent in all-reduce is 1 - t(no comm) / t.\n");

@@ -9,13 +9,14 @@
 # same run).
 #
 # usage: scripts/bench-decode.sh [LAYERS] [CTX]
-# LG_BENCH_WEIGHTS="fp16 q8 q4" (which to run), LG_BENCH_DIR (scratch), $OUT (the JSON lines go
-# there too). Prints a markdown table last.
+# LG_BENCH_WEIGHTS="fp16 q8 q4" (which to run), LG_BENCH_PDL="0 1" (launch modes), LG_BENCH_DIR
+# (scratch), $OUT (the JSON lines go there too). Prints a markdown table last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 layers=${1:-32}
 ctx=${2:-4096}
 weights=${LG_BENCH_WEIGHTS:-fp16 q8 q4}
+pdls=${LG_BENCH_PDL:-0 1}
 t_start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t_start )) s] $*"; }
 source scripts/device-build.sh
@@ -35,16 +36,17 @@ done
 bw=$(python3 scripts/copy_bw.py)
 echo "device-to-device copy: $bw GB/s"
 for q in $weights; do
-  for pdl in 0 1; do
+  for pdl in $pdls; do
     stamp "lg-bench $q LG_PDL=$pdl"
     LG_PDL=$pdl timeout 180 "$B"/lg-bench "$work/$q" --device cuda --ctx "$ctx" --decode 64 |
       tee "$work/$q.pdl$pdl.jsonl" || status=1
   done
 done
 [ -n "${OUT:-}" ] && cp "$work"/*.jsonl "$OUT"/ 2>/dev/null
-python3 - "$work" "$bw" "$layers" "$ctx" "$weights" <<'PY'
+python3 - "$work" "$bw" "$layers" "$ctx" "$weights" "$pdls" <<'PY'
 import json, sys
-work, bw, layers, ctx, weights = sys.argv[1], float(sys.argv[2] or 0), sys.argv[3], sys.argv[4], sys.argv[5].split()
+work, bw, layers, ctx = sys.argv[1], float(sys.argv[2] or 0), sys.argv[3], sys.argv[4]
+weights, pdls = sys.argv[5].split(), [int(p) for p in sys.argv[6].split()]
 def row(q, pdl):
     try:
         return [json.loads(l) for l in open(f"{work}/{q}.pdl{pdl}.jsonl") if l.startswith("{")][0]
@@ -54,7 +56,7 @@ print(f"\n7B shapes, {layers} layers, context {ctx}, decode median of 64 tokens;
 print("| weights | PDL | weight GB | ms/token | tokens/s | speedup over fp16 (same PDL) | PDL gain | bytes/token / copy bandwidth |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for q in weights:
-    for pdl in (0, 1):
+    for pdl in pdls:
         r = row(q, pdl)
         if not r or not r.get("fits"):
             print(f"| {q} | {pdl} | error: {r.get('error') if r else 'no result'} |")

@@ -15,6 +15,13 @@
  * attention, P rounded to float16 for the tensor cores (2^-11 relative); either sits one to three
  * orders of magnitude under the bound, so a failure means a wrong result, not noise.
  *
+ * Bound for float32 paths (inputs and output float32, as a float32 checkpoint runs): rel <= 1e-5.
+ * Nothing is rounded there but float32 arithmetic itself, in another order than the CPU twin's: a
+ * K-term dot product of random values summed one term after another drifts by ~2^-24 * sqrt(K) / 3
+ * relative (2e-6 at K = 11008, the largest here; the GPU's 32 lane sums ~3e-7), softmax's exp2f
+ * against expf a few ulps (~1e-7). A path that rounds anything to 16 bits or TF32 (2^-11 relative a
+ * value, ~1e-4 and more after a sum) fails it by an order of magnitude at least.
+ *
  * Timings (median of repeated launches timed with CUDA events, inputs larger than L2 or rotated):
  * GEMV against cuBLAS on 11008x4096 and 4096x11008 (GB/s and the fraction of the measured
  * device-to-device copy bandwidth), the quantized GEMV on Llama-2-7B's shapes (GB/s of the codes,
@@ -35,6 +42,7 @@
 #include "attention_cpu.h"
 #include "dtype.h"
 #include "hf_config.h"
+#include "kv_slots.h"
 #include "kvcache.h"
 #include "lg_kernels.h"
 #include "matmul_cpu.h"
@@ -43,6 +51,7 @@
 #include "quant_format.h"
 
 #define REL_BOUND 2e-3
+#define REL_BOUND_F32 1e-5
 
 static int n_pass, n_fail;
 
@@ -161,9 +170,16 @@ static float *down(const void *d, size_t n, lg_kdtype dt)
     return h;
 }
 
-/* Compares rows x cols (rows ld apart in both) and prints one table line. */
+/* The bound of a check (see the top): float32's when the kernel reads and writes float32 only. */
+static double bound_of(lg_kdtype in_dt, lg_kdtype out_dt)
+{
+    return in_dt == LG_KDT_F32 && out_dt == LG_KDT_F32 ? REL_BOUND_F32 : REL_BOUND;
+}
+
+/* Compares rows x cols (rows ld apart in both) against ref32 rounded to out_dt (unchanged for
+ * float32) and prints one table line; passes when rel <= bound. */
 static void report(const char *kernel, const char *shape, const float *gpu, const float *ref32,
-                   int rows, int cols, int ld, lg_kdtype out_dt)
+                   int rows, int cols, int ld, lg_kdtype out_dt, double bound)
 {
     size_t n = (size_t)rows * ld;
     float *ref = xmalloc(n * sizeof(float));
@@ -186,7 +202,7 @@ static void report(const char *kernel, const char *shape, const float *gpu, cons
         }
     double rel = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
     double rel32 = r2_32 > 0 ? sqrt(d2_32 / r2_32) : sqrt(d2_32);
-    int ok = !bad && rel <= REL_BOUND;
+    int ok = !bad && rel <= bound;
     printf("%-20s %-52s %9.2e %9.2e %9.2e  %s\n", kernel, shape, bad ? NAN : rel, maxabs, rel32,
            ok ? "pass" : "FAIL");
     fflush(stdout);
@@ -227,7 +243,7 @@ static void check_embed(lg_kdtype tdt, lg_kdtype odt, int vocab, int n, int dim)
     char shape[96];
     snprintf(shape, sizeof shape, "%s->%s vocab %d n %d dim %d", dname(tdt), dname(odt), vocab, n,
              dim);
-    report("embed", shape, g, ref, n, dim, ldo, odt);
+    report("embed", shape, g, ref, n, dim, ldo, odt, bound_of(tdt, odt));
     free(table), free(ids), free(ref), free(g);
     cudaFree(dt_), cudaFree(di), cudaFree(dout);
 }
@@ -256,7 +272,7 @@ static void check_rmsnorm(lg_kdtype xdt, lg_kdtype wdt, lg_kdtype odt, int rows,
         float *gx = down(dx, n, xdt);
         snprintf(shape, sizeof shape, "x %s += %s, rows %d dim %d (x)", dname(xdt), dname(ddt),
                  rows, dim);
-        report("add_rmsnorm", shape, gx, xs, rows, dim, ld, xdt);
+        report("add_rmsnorm", shape, gx, xs, rows, dim, ld, xdt, bound_of(ddt, xdt));
         free(gx);
     } else {
         KK(lg_k_rmsnorm(dout, odt, ld, dx, xdt, ld, dw, wdt, rows, dim, 1e-5f, NULL));
@@ -264,7 +280,8 @@ static void check_rmsnorm(lg_kdtype xdt, lg_kdtype wdt, lg_kdtype odt, int rows,
     float *g = down(dout, n, odt);
     snprintf(shape, sizeof shape, "%s w %s -> %s, rows %d dim %d", dname(xdt), dname(wdt),
              dname(odt), rows, dim);
-    report(fused ? "add_rmsnorm" : "rmsnorm", shape, g, ref, rows, dim, ld, odt);
+    report(fused ? "add_rmsnorm" : "rmsnorm", shape, g, ref, rows, dim, ld, odt,
+           bound_of(xdt == wdt ? xdt : LG_KDT_F16, odt));
     free(x), free(w), free(d), free(xs), free(ref), free(g);
     cudaFree(dx), cudaFree(dw), cudaFree(dd), cudaFree(dout);
 }
@@ -286,7 +303,7 @@ static void check_add_convert(lg_kdtype xdt, lg_kdtype ddt, int rows, int cols, 
     char shape[96];
     snprintf(shape, sizeof shape, "%s %s %s, %d x %d", dname(xdt), convert ? "=" : "+=",
              dname(ddt), rows, cols);
-    report(convert ? "convert" : "add", shape, g, ref, rows, cols, ld, xdt);
+    report(convert ? "convert" : "add", shape, g, ref, rows, cols, ld, xdt, bound_of(ddt, xdt));
     free(x), free(d), free(ref), free(g);
     cudaFree(dx), cudaFree(dd);
 }
@@ -316,8 +333,8 @@ static void check_rope(lg_kdtype dt, int rows, int nh, int nkv, int hd, const lg
     char shape[96];
     snprintf(shape, sizeof shape, "%s %s rows %d heads %d/%d hd %d%s", dname(dt), rope_name, rows,
              nh, nkv, hd, with_pos ? " pos[]" : "");
-    report("rope q", shape, gq, q, rows, nh * hd, ldq, dt);
-    report("rope k", shape, gk, k, rows, nkv * hd, ldk, dt);
+    report("rope q", shape, gq, q, rows, nh * hd, ldq, dt, bound_of(dt, dt));
+    report("rope k", shape, gk, k, rows, nkv * hd, ldk, dt, bound_of(dt, dt));
     free(inv), free(q), free(k), free(pos), free(gq), free(gk);
     cudaFree(dq), cudaFree(dk), cudaFree(dpos), cudaFree(dinv);
 }
@@ -339,7 +356,7 @@ static void check_swiglu(lg_kdtype idt, lg_kdtype odt, int rows, int ffn, int fu
     char shape[96];
     snprintf(shape, sizeof shape, "%s -> %s rows %d ffn %d %s", dname(idt), dname(odt), rows, ffn,
              fused ? "fused gate_up" : "separate");
-    report("swiglu", shape, g, ref, rows, ffn, ldo, odt);
+    report("swiglu", shape, g, ref, rows, ffn, ldo, odt, bound_of(idt, odt));
     free(gate), free(ref), free(g);
     if (!fused)
         free(upm), cudaFree(du);
@@ -374,11 +391,11 @@ static void check_argmax(int rows, int cols)
 
 /* ---------------------------------------------------------------- matrix products */
 
-static void check_gemm(lg_blas *blas, lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, float beta)
+/* y[t][m] = sum_k W[m][k] x[t][k] for W [M, K] (rows ldw apart) through the CPU engine's own
+ * float32 product (lg_matmul). */
+static void cpu_matmul(float *y, int ldy, const float *x, int ldx, int n, const float *w, int M,
+                       int K, int ldw)
 {
-    int ldx = K + 8, ldy = M + 8;
-    float *x = rnd((size_t)n * ldx, 1.0f, 0.0f, idt), *w = rnd((size_t)M * K, 1.0f, 0.0f, idt);
-    float *y0 = rnd((size_t)n * ldy, 8.0f, 0.0f, ydt);
     lg_pmat pm;
     lg_err err;
     if (lg_pmat_init(&pm, M, K, &err)) {
@@ -386,9 +403,18 @@ static void check_gemm(lg_blas *blas, lg_kdtype idt, lg_kdtype ydt, int n, int M
         exit(2);
     }
     for (int m = 0; m < M; m++)
-        lg_pmat_set_row(&pm, m, w + (size_t)m * K);
+        lg_pmat_set_row(&pm, m, w + (size_t)m * ldw);
+    lg_matmul(NULL, y, ldy, x, ldx, n, &pm);
+    lg_pmat_free(&pm);
+}
+
+static void check_gemm(lg_blas *blas, lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, float beta)
+{
+    int ldx = K + 8, ldy = M + 8;
+    float *x = rnd((size_t)n * ldx, 1.0f, 0.0f, idt), *w = rnd((size_t)M * K, 1.0f, 0.0f, idt);
+    float *y0 = rnd((size_t)n * ldy, 8.0f, 0.0f, ydt);
     float *ref = xmalloc((size_t)n * ldy * sizeof(float));
-    lg_matmul(NULL, ref, ldy, x, ldx, n, &pm);
+    cpu_matmul(ref, ldy, x, ldx, n, w, M, K, K);
     if (beta != 0.0f)
         for (size_t i = 0; i < (size_t)n * ldy; i++)
             ref[i] += y0[i];
@@ -399,8 +425,7 @@ static void check_gemm(lg_blas *blas, lg_kdtype idt, lg_kdtype ydt, int n, int M
     char shape[96];
     snprintf(shape, sizeof shape, "%s -> %s n %d M %d K %d%s", dname(idt), dname(ydt), n, M, K,
              beta != 0.0f ? " y+=" : "");
-    report("gemm (cuBLAS)", shape, g, ref, n, M, ldy, ydt);
-    lg_pmat_free(&pm);
+    report("gemm (cuBLAS)", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
     free(x), free(w), free(y0), free(ref), free(g);
     cudaFree(dx), cudaFree(dw), cudaFree(dy);
 }
@@ -410,11 +435,17 @@ static void check_gemv(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, int ld
     int ldx = ldw, ldy = M + 3;
     float *x = rnd((size_t)n * ldx, 1.0f, 0.0f, idt), *w = rnd((size_t)M * ldw, 1.0f, 0.0f, idt);
     float *y0 = rnd((size_t)n * ldy, 8.0f, 0.0f, ydt);
-    uint16_t *w16 = xmalloc((size_t)M * ldw * 2);
-    lg_convert_floats(w16, hdt(idt), w, LG_DT_F32, (size_t)M * ldw);
     float *ref = xmalloc((size_t)n * ldy * sizeof(float));
     memcpy(ref, y0, (size_t)n * ldy * sizeof(float)); /* keeps the padding defined */
-    lg_ops_gemv16(ref, ldy, w16, hdt(idt), ldw, x, ldx, n, M, K);
+    if (idt == LG_KDT_F32) {
+        /* the product the CPU engine computes for a float32 checkpoint */
+        cpu_matmul(ref, ldy, x, ldx, n, w, M, K, ldw);
+    } else {
+        uint16_t *w16 = xmalloc((size_t)M * ldw * 2);
+        lg_convert_floats(w16, hdt(idt), w, LG_DT_F32, (size_t)M * ldw);
+        lg_ops_gemv16(ref, ldy, w16, hdt(idt), ldw, x, ldx, n, M, K);
+        free(w16);
+    }
     if (beta != 0.0f)
         for (int t = 0; t < n; t++)
             for (int m = 0; m < M; m++)
@@ -426,8 +457,8 @@ static void check_gemv(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, int ld
     char shape[96];
     snprintf(shape, sizeof shape, "%s -> %s n %d M %d K %d ldw %d%s", dname(idt), dname(ydt), n, M,
              K, ldw, beta != 0.0f ? " y+=" : "");
-    report("gemv", shape, g, ref, n, M, ldy, ydt);
-    free(x), free(w), free(y0), free(w16), free(ref), free(g);
+    report("gemv", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
+    free(x), free(w), free(y0), free(ref), free(g);
     cudaFree(dx), cudaFree(dw), cudaFree(dy);
 }
 
@@ -556,7 +587,7 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
              dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, warps, pn, sizeof pn),
              beta != 0.0f ? " y+=" : "");
     KK(lg_k_gemv_quant_set_variant(QWARPS_DEFAULT));
-    report("gemv_quant", shape, g, ref, n, M, ldy, ydt);
+    report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
     lg_qmat_free(&q);
     qmat_free(&w);
     free(x), free(y0), free(ref), free(g);
@@ -658,7 +689,8 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     float *ref = xmalloc((size_t)n * ldo * sizeof(float));
     attention_ref(mask, T - 1, n, k, v, ldkv, q, ldq, nh, nkv, hd, ref, ldo);
     void *dq = up(q, (size_t)n * ldq, dt), *dk = up(k, (size_t)T * ldkv, dt);
-    void *dv = up(v, (size_t)T * ldkv, dt), *dout = dpoison((size_t)n * ldo * 2);
+    void *dv = up(v, (size_t)T * ldkv, dt);
+    void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
     lg_k_attn_prefill_force_simple(simple);
     KK(lg_k_attn_prefill(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, n, T - n, T, 0, &shape, mask,
@@ -668,7 +700,9 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     char shape_s[96], mb[32];
     snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s", dname(dt), T, n, nh, nkv,
              hd, mask_name(mask, mb, sizeof mb));
-    report(simple ? "prefill (rows)" : "prefill", shape_s, g, ref, n, nh * hd, ldo, dt);
+    /* float32 always takes the row kernel */
+    report(simple || dt == LG_KDT_F32 ? "prefill (rows)" : "prefill", shape_s, g, ref, n, nh * hd,
+           ldo, dt, bound_of(dt, dt));
     free(q), free(k), free(v), free(ref), free(g);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
 }
@@ -709,7 +743,8 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     attention_ref(mask, P, n, kp, vp, ldkv, q, ldq, nh, nkv, hd, ref, ldo);
 
     void *dq = up(q, (size_t)n * ldq, dt), *dk = up(k, (size_t)n_slots * ldkv, dt);
-    void *dv = up(v, (size_t)n_slots * ldkv, dt), *dout = dpoison((size_t)n * ldo * 2);
+    void *dv = up(v, (size_t)n_slots * ldkv, dt);
+    void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     int *dpos = up_int(slot_pos, n_slots), *dlive = up_int(&live, 1);
     int *qpos = xmalloc(n * sizeof(int));
     for (int t = 0; t < n; t++)
@@ -724,15 +759,15 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     char shape_s[96], mb[32];
     snprintf(shape_s, sizeof shape_s, "%s P %d n %d slots %d%s heads %d/%d hd %d %s", dname(dt), P,
              n, n_slots, use_live ? " live" : "", nh, nkv, hd, mask_name(mask, mb, sizeof mb));
-    report("cache (decode)", shape_s, g, ref, n, nh * hd, ldo, dt);
+    report("cache (decode)", shape_s, g, ref, n, nh * hd, ldo, dt, bound_of(dt, dt));
     free(k), free(v), free(q), free(slot_pos), free(slot_of), free(perm), free(kp), free(vp);
     free(ref), free(qpos), free(g);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dpos), cudaFree(dlive);
     cudaFree(dqpos), cudaFree(ws);
 }
 
-/* pad: extra elements per row of k and v (0 or 8 keeps 16-byte rows when kvd % 8 == 0: the
- * 16-byte copy; 2 does not: the 2-byte one). */
+/* pad: extra elements per row of k and v (0 or 8 keeps 16-byte rows when kvd fills whole 16-byte
+ * units: the 16-byte copy; 2 does not: the copy by element, 2 or 4 bytes). */
 static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots, int pad)
 {
     int ld = kvd + 8, ldkv = kvd + pad;
@@ -766,6 +801,45 @@ static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots, int pad)
     cudaFree(dkc), cudaFree(dvc), cudaFree(dk), cudaFree(dv), cudaFree(dslots), cudaFree(dpos);
 }
 
+/* A sparse layer's cache filled from the keys and values of positions 0..n-1 laid out by position
+ * (after a prefill), against the layout's own CPU side: slot s gets the rows and slot_pos of
+ * position lg_kv_pos_of_slot(s), an empty slot keeps its bytes, and so does each row's padding. */
+static void check_kv_fill(lg_kdtype dt, const lg_kmask *mask, int ring, int kept, int n, int kvd,
+                          int pad)
+{
+    lg_kv_layout lay = {*mask, ring, kept};
+    int n_slots = (int)lg_kv_slots(&lay, n), ldc = kvd + pad, ldkv = kvd + 2 * pad;
+    float *kc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    float *vc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    float *k = rnd((size_t)n * ldkv, 1.0f, 0.0f, dt), *v = rnd((size_t)n * ldkv, 1.0f, 0.0f, dt);
+    void *dkc = up(kc, (size_t)n_slots * ldc, dt), *dvc = up(vc, (size_t)n_slots * ldc, dt);
+    void *dk = up(k, (size_t)n * ldkv, dt), *dv = up(v, (size_t)n * ldkv, dt);
+    int *dpos = dpoison(n_slots * sizeof(int));
+    KK(lg_k_kv_fill_from_rows(dkc, dvc, ldc, dpos, n_slots, &lay, dk, ldkv, dv, ldkv, dt, kvd, n,
+                              NULL));
+    int *pos = xmalloc(n_slots * sizeof(int));
+    for (int s = 0; s < n_slots; s++) {
+        long p = lg_kv_pos_of_slot(&lay, s, n);
+        pos[s] = (int)p;
+        if (p < 0)
+            continue;
+        memcpy(kc + (size_t)s * ldc, k + (size_t)p * ldkv, kvd * sizeof(float));
+        memcpy(vc + (size_t)s * ldc, v + (size_t)p * ldkv, kvd * sizeof(float));
+    }
+    float *gk = down(dkc, (size_t)n_slots * ldc, dt), *gv = down(dvc, (size_t)n_slots * ldc, dt);
+    int *gp = xmalloc(n_slots * sizeof(int));
+    CK(cudaMemcpy(gp, dpos, n_slots * sizeof(int), cudaMemcpyDeviceToHost));
+    int ok = memcmp(gp, pos, n_slots * sizeof(int)) == 0;
+    for (size_t i = 0; i < (size_t)n_slots * ldc; i++)
+        ok &= gk[i] == kc[i] && gv[i] == vc[i];
+    char shape[96], mb[32];
+    snprintf(shape, sizeof shape, "%s %s ring %d kept %d n %d kv_dim %d ld %d", dname(dt),
+             mask_name(mask, mb, sizeof mb), ring, kept, n, kvd, ldkv);
+    report_exact("kv_fill", shape, ok);
+    free(kc), free(vc), free(k), free(v), free(pos), free(gk), free(gv), free(gp);
+    cudaFree(dkc), cudaFree(dvc), cudaFree(dk), cudaFree(dv), cudaFree(dpos);
+}
+
 /* Bad arguments are refused with a message, before anything is launched. */
 static void check_rejects(lg_blas *blas)
 {
@@ -776,13 +850,19 @@ static void check_rejects(lg_blas *blas)
     lg_kqmat q4_nogroup = {LG_KQ_Q4, 0, 8, 8, p16, p16, NULL};
     lg_kqmat q8_odd = {LG_KQ_Q8, 3, 8, 8, p16, p16, NULL};
     lg_kqmat q4_nocodes = {LG_KQ_Q4, 64, 8, 8, NULL, p16, NULL};
+    lg_kv_layout sw_lay = {{LG_KMASK_SINK_WINDOW, 4, 8, 0, 0, 0}, 8, 0};
     struct {
         const char *what;
         int rc;
     } cases[] = {
         {"gemv beta 0.5", lg_k_gemv(NULL, LG_KDT_F32, 8, NULL, 8, NULL, 8, LG_KDT_F16, 1, 8, 8, 0.5f, NULL)},
-        {"gemv f32 weights", lg_k_gemv(NULL, LG_KDT_F32, 8, NULL, 8, NULL, 8, LG_KDT_F32, 1, 8, 8, 0.0f, NULL)},
+        {"gemv f32 x, f16 y", lg_k_gemv(NULL, LG_KDT_F16, 8, NULL, 8, NULL, 8, LG_KDT_F32, 1, 8, 8, 0.0f, NULL)},
+        {"gemv dtype 7", lg_k_gemv(NULL, LG_KDT_F32, 8, NULL, 8, NULL, 8, (lg_kdtype)7, 1, 8, 8, 0.0f, NULL)},
         {"gemm ldw < K", lg_k_gemm(blas, NULL, LG_KDT_F32, 8, NULL, 8, NULL, 4, LG_KDT_F16, 1, 8, 8, 0.0f, NULL)},
+        {"gemm f32 x, bf16 y", lg_k_gemm(blas, NULL, LG_KDT_BF16, 8, NULL, 8, NULL, 8, LG_KDT_F32, 1, 8, 8, 0.0f, NULL)},
+        {"prefill f32 odd ld", lg_k_attn_prefill(NULL, 513, NULL, 513, NULL, 129, NULL, 129, LG_KDT_F32, 1, 0, 1, 0, &ok_shape, NULL, NULL)},
+        {"kv_write dtype 7", lg_k_kv_write(NULL, NULL, 8, NULL, NULL, 8, NULL, 8, (lg_kdtype)7, 8, NULL, NULL, 0, 1, NULL)},
+        {"kv_fill f16 odd kv_dim", lg_k_kv_fill_from_rows(NULL, NULL, 8, NULL, 4, &sw_lay, NULL, 8, NULL, 8, LG_KDT_F16, 7, 10, NULL)},
         {"prefill heads 6/4", lg_k_attn_prefill(NULL, 384, NULL, 384, NULL, 256, NULL, 256, LG_KDT_F16, 1, 0, 1, 0, &bad_gqa, NULL, NULL)},
         {"prefill q past keys", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 4, 10, 12, 0, &ok_shape, NULL, NULL)},
         {"prefill window 0", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 1, 0, 1, 0, &ok_shape, &bad_mask, NULL)},
@@ -1079,8 +1159,8 @@ static void bench_quant_all(size_t l2, double copy)
     print_gemv16(4, 11008, 4096, us16_4, copy);
     for (int j = 0; j < 2; j++)
         bench_quant(&schemes[j], 4, 11008, 4096, QWARPS_DEFAULT, 0, copy, us16_4, l2);
-    static const int variants[] = {4, 16};
-    for (int v = 0; v < 2; v++)
+    static const int variants[] = {4, 8, 16};
+    for (int v = 0; v < 3; v++)
         for (int j = 0; j < 2; j++)
             bench_quant(&schemes[j], 1, 11008, 4096, variants[v], 0, copy, us16_first, l2);
     for (int j = 0; j < ns; j++)
@@ -1205,7 +1285,7 @@ int main(int argc, char **argv)
     KK(lg_blas_create(&blas));
     printf("%-20s %-52s %9s %9s %9s  %s\n", "kernel", "shape", "rel", "max abs", "rel32", "");
 
-    const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16};
+    const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16}, F32 = LG_KDT_F32;
     for (int i = 0; i < 2; i++) {
         check_embed(H[i], LG_KDT_F32, 1000, 7, 4096);
         check_embed(H[i], H[i], 32000, 1, 33);
@@ -1230,6 +1310,13 @@ int main(int argc, char **argv)
         check_rope(H[i], 1, 4, 4, 8, &yarn, "yarn", 0);
         check_rope(H[i], 17, 4, 1, 32, &lin, "linear", 1);
     }
+    /* float32 throughout, as a float32 checkpoint runs (stories260K's shapes among them) */
+    check_embed(F32, F32, 512, 7, 64);
+    check_rmsnorm(F32, F32, F32, 7, 64, 0, F32);
+    check_rmsnorm(F32, F32, F32, 33, 4097, 1, F32);
+    check_swiglu(F32, F32, 7, 172, 1);
+    check_rope(F32, 7, 8, 4, 8, &def, "default", 1);
+    check_rope(F32, 33, 8, 2, 64, &l3, "llama3", 1);
     check_argmax(3, 32000);
     check_argmax(1, 33);
 
@@ -1247,16 +1334,33 @@ int main(int argc, char **argv)
         check_gemv(H[i], LG_KDT_F32, 1, 7, 4097, 4104, 1.0f);
         check_gemv(H[i], H[i], 1, 32000, 4096, 4096, 0.0f);
     }
+    /* float32: cuBLAS without TF32; the GEMV's 4-float loads (K % 4 == 0: 172, 4100, 4) and its
+     * scalar path (K 4097, 4098, or ldw 4098 not a multiple of 4) */
+    check_gemm(blas, F32, F32, 7, 4096, 4096, 0.0f);
+    check_gemm(blas, F32, F32, 33, 512, 64, 0.0f);
+    check_gemm(blas, F32, F32, 256, 4096, 11008, 1.0f);
+    check_gemm(blas, F32, F32, 1, 33, 4097, 1.0f);
+    check_gemv(F32, F32, 1, 11008, 4096, 4096, 0.0f);
+    check_gemv(F32, F32, 1, 4096, 11008, 11008, 1.0f);
+    check_gemv(F32, F32, 1, 64, 4096, 4096, 0.0f);
+    check_gemv(F32, F32, 5, 7, 4096, 4096, 1.0f);
+    check_gemv(F32, F32, 4, 344, 64, 64, 0.0f);
+    check_gemv(F32, F32, 1, 64, 172, 172, 1.0f);
+    check_gemv(F32, F32, 1, 1, 4, 4, 0.0f);
+    check_gemv(F32, F32, 3, 9, 4096, 4100, 0.0f);
+    check_gemv(F32, F32, 2, 33, 4097, 4097, 0.0f);
+    check_gemv(F32, F32, 1, 7, 4098, 4098, 1.0f);
+    check_gemv(F32, F32, 1, 5, 4096, 4098, 0.0f);
+    check_gemv(F32, F32, 1, 32000, 4096, 4096, 0.0f);
 
     /* quantized weights: every method and load width of the tensor-core kernel (ld16/8/4 in the
      * shape column), 1 to 9 rows of x (9: two passes), the warps variants; then the scalar path on
      * shapes and groups no window divides, and forced (warps 0) on one the fast path takes */
     const lg_quant_method Q8 = LG_QUANT_Q8, Q4 = LG_QUANT_Q4, F8 = LG_QUANT_FP8;
-    const lg_kdtype F32 = LG_KDT_F32;
     for (int i = 0; i < 2; i++) {
         lg_kdtype h = H[i];
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, 8);
-        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, 8);
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, QWARPS_DEFAULT);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, QWARPS_DEFAULT);
         check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, 8);
         check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, 8);
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, 8);
@@ -1265,7 +1369,7 @@ int main(int argc, char **argv)
         check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, 8);
         check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, 8);
         check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, 8);
-        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, 8);
+        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QWARPS_DEFAULT);
         check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, 8);
         check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, 4);
         check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, 16);
@@ -1327,6 +1431,55 @@ int main(int argc, char **argv)
         check_kv_write(dt, 3, 40, 5, 0);
         check_kv_write(dt, 1, 8, 1, 2);
     }
+    /* float32: lg_k_attn_prefill takes the row kernel for every head size, 32/64/128 included,
+     * which 16-bit types take to the tensor cores: 16-byte loads of 4 floats where head_dim % 4 ==
+     * 0, head_dim <= 128 and rows are 16-byte aligned, else 8-byte loads of 2 (head_dim 6, 100 and
+     * 250 with ld % 4 == 2; 256); head_dim 8 with 8/4 heads is stories260K's */
+    for (int m = 0; m < 3; m++) {
+        check_prefill(F32, 1, 1, 4, 4, 128, masks[m], 0);
+        check_prefill(F32, 17, 17, 8, 4, 64, masks[m], 0);
+        check_prefill(F32, 256, 256, 8, 2, 128, masks[m], 0);
+        check_prefill(F32, 1000, 77, 8, 2, 32, masks[m], 0);
+        check_prefill(F32, 200, 200, 8, 4, 8, masks[m], 0);
+        check_prefill(F32, 100, 100, 2, 1, 96, masks[m], 0);
+        check_prefill(F32, 50, 50, 2, 2, 6, masks[m], 0);
+        check_prefill(F32, 100, 100, 2, 1, 100, masks[m], 0);
+        check_prefill(F32, 40, 40, 2, 1, 250, masks[m], 0);
+        check_prefill(F32, 64, 64, 2, 2, 256, masks[m], 0);
+    }
+    check_prefill(F32, 1000, 1000, 4, 4, 64, &sw_big, 0);
+    check_prefill(F32, 1000, 1000, 4, 2, 128, &bs_big, 0);
+    /* the cache: one split and several (the merge kernel), n_live, GQA, and head_dim 6 (8-byte
+     * loads: its rows are 8- but not 16-byte multiples) */
+    for (int m = 0; m < 3; m++) {
+        check_cache(F32, 0, 1, 4, 4, 128, masks[m], 0, 0);
+        check_cache(F32, 16, 1, 8, 2, 64, masks[m], 3, 0);
+        check_cache(F32, 999, 1, 8, 4, 128, masks[m], 20, 1);
+        check_cache(F32, 4999, 1, 4, 1, 128, masks[m], 5, 0);
+        check_cache(F32, 4999, 3, 4, 2, 64, masks[m], 0, 1);
+        check_cache(F32, 300, 2, 4, 4, 32, masks[m], 7, 0);
+        check_cache(F32, 300, 1, 8, 4, 8, masks[m], 7, 1);
+        check_cache(F32, 300, 1, 4, 2, 6, masks[m], 7, 1);
+    }
+    check_cache(F32, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
+    /* kv_write: the 16-byte copy (pad 0 or 8 with kv_dim % 4 == 0) and the 4-byte one */
+    check_kv_write(F32, 7, 1024, 33, 2);
+    check_kv_write(F32, 5, 1024, 9, 8);
+    check_kv_write(F32, 3, 40, 5, 0);
+    check_kv_write(F32, 1, 8, 1, 2);
+    check_kv_write(F32, 2, 33, 3, 0);
+    /* kv_fill: a sink_window ring (some slots left empty when n is short) and block_strided ring +
+     * kept blocks; odd kv_dim only in float32 (16-bit rows are copied as pairs) */
+    lg_kmask sw_fill = {LG_KMASK_SINK_WINDOW, 4, 10, 0, 0, 0};
+    lg_kmask bs_fill = {LG_KMASK_BLOCK_STRIDED, 0, 0, 16, 2, 3};
+    const lg_kdtype FILL[3] = {LG_KDT_F16, LG_KDT_BF16, LG_KDT_F32};
+    for (int i = 0; i < 3; i++) {
+        check_kv_fill(FILL[i], &sw_fill, 17, 0, 100, 40, 2);
+        check_kv_fill(FILL[i], &sw_fill, 17, 0, 12, 8, 0);
+        check_kv_fill(FILL[i], &bs_fill, 39, 48, 100, 40, 4);
+    }
+    check_kv_fill(F32, &sw_fill, 17, 0, 100, 33, 1);
+    check_kv_fill(F32, &bs_fill, 39, 48, 150, 33, 3);
     check_rejects(blas);
     printf("checks: %d passed, %d failed\n", n_pass, n_fail);
 
