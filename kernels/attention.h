@@ -33,6 +33,11 @@ int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k,
 /* Bytes of device workspace lg_k_attn_cache needs for n queries over up to n_slots slots. */
 size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, int n_slots);
 
+/* For benchmarks: the number of blocks (queries x heads x splits) lg_k_attn_cache's split length
+ * aims at, 64 to 8192 (default 512; 0 restores it). lg_k_attn_cache_ws_bytes follows it, so change
+ * it only before sizing a workspace. Not thread-safe. */
+int lg_k_attn_cache_set_split_target(int blocks);
+
 /* Attention of n queries (decode: n = 1) over a KV cache of n_slots slots in any order (a ring
  * buffer): slot s holds the key/value rows at k + s*ldk, v + s*ldv and the absolute position
  * slot_pos[s] (device int array; a negative position marks an empty slot). Query t has position

@@ -405,13 +405,24 @@ int lg_attn_shape_check(const lg_kattn_shape *sh, const char *who)
 
 /* ---------------------------------------------------------------- the cache (decode) launcher */
 
+#define SPLIT_TARGET_DEFAULT 512
+static int split_target = SPLIT_TARGET_DEFAULT; /* blocks the splits aim at (set_split_target) */
+
+extern "C" int lg_k_attn_cache_set_split_target(int blocks)
+{
+    if (blocks != 0 && (blocks < 64 || blocks > 8192))
+        return lg_k_fail("lg_k_attn_cache_set_split_target: %d blocks (64 to 8192, or 0)", blocks);
+    split_target = blocks ? blocks : SPLIT_TARGET_DEFAULT;
+    return 0;
+}
+
 /* Slots per split: enough splits that n * n_heads * splits fills the GPU a few times over (about
- * 512 blocks), but at least 128 slots a split so the merge stays cheap. Depends only on the
+ * split_target blocks), but at least 128 slots a split so the merge stays cheap. Depends only on the
  * arguments, so lg_k_attn_cache_ws_bytes and the launcher agree. */
 static int cache_split_len(int n, int n_heads, int n_slots, int *n_splits)
 {
     long per = (long)n * n_heads;
-    long want = (512 + per - 1) / per;
+    long want = (split_target + per - 1) / per;
     long len = (n_slots + want - 1) / want;
     if (len < 128)
         len = 128;

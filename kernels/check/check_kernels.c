@@ -727,10 +727,11 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
         perm[i] = perm[j];
         perm[j] = t;
     }
-    for (int i = 0; i < live; i++)
+    for (int i = 0; i < live; i++) {
         slot_pos[perm[i]] = i <= P ? i : (i % 2 ? -1 : P + 1 + i);
-    for (int p = 0; p <= P; p++)
-        slot_of[p] = perm[p];
+        if (i <= P)
+            slot_of[i] = perm[i];
+    }
     for (int s = live; s < n_slots; s++)
         slot_pos[s] = (int)(next_u64() % (uint64_t)(P + 1)); /* would change the result if read */
     /* the oracle's keys by position */
@@ -1269,8 +1270,30 @@ static void bench_decode(lg_kdtype dt, int n_slots, int nh, int nkv, int hd, con
 
 /* ---------------------------------------------------------------- main */
 
+/* Decode attention on Llama-2-7B's layer at 4K and 32K and its sink_window twin, for each target
+ * number of blocks of the slot splits (lg_k_attn_cache_set_split_target). */
+static void bench_decode_splits(double copy)
+{
+    static const int targets[] = {256, 512, 1024, 2048};
+    lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
+    lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        KK(lg_k_attn_cache_set_split_target(targets[i]));
+        printf("BENCH decode split target %d blocks\n", targets[i]);
+        bench_decode(LG_KDT_F16, 4096, 32, 32, 128, &full, 4095, copy);
+        bench_decode(LG_KDT_F16, 32768, 32, 32, 128, &full, 32767, copy);
+        bench_decode(LG_KDT_F16, 64 + 4096, 32, 32, 128, &sw_llm, 131071, copy);
+    }
+    KK(lg_k_attn_cache_set_split_target(0));
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--bench-decode-splits") == 0) {
+        KK(cudaSetDevice(0) == cudaSuccess ? 0 : -1);
+        bench_decode_splits(copy_bandwidth());
+        return 0;
+    }
     int bench = !(argc > 1 && strcmp(argv[1], "--no-bench") == 0);
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
