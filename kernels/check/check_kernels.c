@@ -1289,16 +1289,15 @@ static void bench_decode_splits(double copy)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--bench-decode-splits") == 0) {
-        KK(cudaSetDevice(0) == cudaSuccess ? 0 : -1);
-        bench_decode_splits(copy_bandwidth());
-        return 0;
-    }
     int bench = !(argc > 1 && strcmp(argv[1], "--no-bench") == 0);
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
         fprintf(stderr, "lg-kernel-check: no CUDA device\n");
         return 2;
+    }
+    if (argc > 1 && strcmp(argv[1], "--bench-decode-splits") == 0) {
+        bench_decode_splits(copy_bandwidth());
+        return 0;
     }
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
