@@ -30,8 +30,13 @@ int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k,
                       const void *v, int ldv, lg_kdtype dt, int n, int q_pos0, int T, int k_pos0,
                       const lg_kattn_shape *shape, const lg_kmask *mask, void *stream);
 
-/* Bytes of device workspace lg_k_attn_cache needs for n queries over up to n_slots slots. */
+/* Bytes of device workspace lg_k_attn_cache needs for n queries over up to n_slots slots (0: none).
+ * One workspace of the largest size serves calls of any n and n_slots, one at a time. */
 size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, int n_slots);
+
+/* Prepares a new workspace (its split counters to zero); every lg_k_attn_cache call leaves it so.
+ * Call it once after allocating the workspace, before its first use. */
+int lg_k_attn_cache_ws_init(void *ws, size_t ws_bytes, void *stream);
 
 /* For benchmarks: the number of blocks (queries x heads x splits) lg_k_attn_cache's split length
  * aims at, 64 to 8192 (default 512; 0 restores it). lg_k_attn_cache_ws_bytes follows it, so change
@@ -45,7 +50,9 @@ int lg_k_attn_cache_set_split_target(int blocks);
  * 0 <= slot_pos[s] <= query position and the mask shows it. n_live (device int, may be NULL): only
  * slots s < *n_live are considered, so that a captured CUDA graph can keep n_slots at the cache's
  * capacity while the cache fills. The slots are split into chunks processed in parallel and merged
- * (flash-decoding); ws: lg_k_attn_cache_ws_bytes(n, shape, n_slots) bytes of device memory.
+ * (flash-decoding, the last split of each query and head to finish merging them); ws:
+ * lg_k_attn_cache_ws_bytes(n, shape, n_slots) bytes of device memory, set up by
+ * lg_k_attn_cache_ws_init.
  * mask NULL = full (host pointer). */
 int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
                     const void *v, int ldv, lg_kdtype dt, const int *slot_pos, int n_slots,

@@ -8,7 +8,8 @@
  * access and the dot product is a reduction over the group; the NS slots' loads are in flight
  * together (one memory latency a step). Each group keeps its own online-softmax state (running max
  * m, sum l, output acc in float32, base-2 exponentials); groups, then warps, then splits are merged
- * with the usual rescaling (flash-decoding). T is __half, __nv_bfloat16 or float (a float32
+ * with the usual rescaling (flash-decoding; the block of the last split of a query and head to
+ * finish merges the splits). T is __half, __nv_bfloat16 or float (a float32
  * checkpoint run as such). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
 #include <math.h>
 #include <string.h>
@@ -102,6 +103,53 @@ __device__ __forceinline__ void merge_state(float &m, float &l, float *a, float 
     m = mn;
 }
 
+/* out = merge of the n_splits partial states of (query t, head h), by the block of the last split
+ * to finish. The partials come from other SMs: read through L2 (ld.cg), never from L1. */
+template <typename T> __device__ void merge_splits(const lg_rows_params &p, int t, int h)
+{
+    const int hd = p.head_dim;
+    size_t row = (size_t)t * p.n_heads + h;
+    const float *part = p.ws + row * p.n_splits * (size_t)(hd + 2);
+    float mm = -INFINITY;
+    for (int sp = 0; sp < p.n_splits; sp++)
+        mm = fmaxf(mm, __ldcg(part + (size_t)sp * (hd + 2)));
+    float lt = 0.0f;
+    for (int sp = 0; sp < p.n_splits; sp++) {
+        const float *ps = part + (size_t)sp * (hd + 2);
+        lt += mm == -INFINITY ? 0.0f : __ldcg(ps + 1) * exp2f(__ldcg(ps) - mm);
+    }
+    T *o = (T *)p.out + (size_t)t * p.ldo + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float a = 0.0f;
+        if (mm != -INFINITY)
+            for (int sp = 0; sp < p.n_splits; sp++) {
+                const float *ps = part + (size_t)sp * (hd + 2);
+                a += __ldcg(ps + 2 + d) * exp2f(__ldcg(ps) - mm);
+            }
+        o[d] = lg_elem<T>::from_f(lt > 0.0f ? a / lt : 0.0f);
+    }
+}
+
+/* Before the wait for the kernel that writes this step's key and value: the first PREFETCH_SLOTS
+ * key and value rows of the split, sent to L2 (a prefetch reads nothing into registers, and L2 is
+ * coherent, so the row being written is read fresh after the wait), so that the split's first loads
+ * find them there. */
+#define PREFETCH_SLOTS 128
+template <typename T> __device__ __forceinline__ void prefetch_split(const lg_rows_params &p,
+                                                                     int kvh, int s_begin)
+{
+    const int row_bytes = p.head_dim * (int)sizeof(T);
+    const int lines = (row_bytes + 127) / 128; /* 128-byte lines a row, rows 16-byte aligned */
+    const int slots = min(PREFETCH_SLOTS, p.n_slots - s_begin);
+    for (int i = threadIdx.x; i < slots * lines * 2; i += blockDim.x) {
+        int line = i % lines, s = s_begin + (i / lines) / 2;
+        const T *base = (i / lines) % 2 ? (const T *)p.v + (size_t)s * p.ldv
+                                        : (const T *)p.k + (size_t)s * p.ldk;
+        const char *row = (const char *)(base + (size_t)kvh * p.head_dim);
+        lg_prefetch_l2(row + min(line * 128, row_bytes - 1));
+    }
+}
+
 template <typename T, int VEC, int G, int NPER, int NS = 4>
 __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_params p)
 {
@@ -111,6 +159,7 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
     const int gl = lane % G, gi = lane / G;
     const int hd = p.head_dim, nchunk = hd / VEC;
     const int kvh = h / p.group;
+    prefetch_split<T>(p, kvh, split * p.split_len);
     lg_pdl_wait(); /* q, the cache and n_live come from earlier kernels */
     lg_pdl_trigger();
     const int qpos = p.q_pos ? p.q_pos[t] : p.q_pos0 + t;
@@ -278,52 +327,37 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
         lt += sm_l[w] * cw[w];
     }
     size_t row = (size_t)t * p.n_heads + h;
+    float *part = p.ws ? p.ws + (row * p.n_splits + split) * (size_t)(hd + 2) : NULL;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float a = 0.0f;
         for (int w = 0; w < ROWS_WARPS; w++)
             a += cw[w] * sm_acc[w][d];
-        if (p.ws) {
-            float *part = p.ws + (row * p.n_splits + split) * (size_t)(hd + 2);
+        if (part) {
             part[2 + d] = a;
         } else {
             T *o = (T *)p.out + (size_t)t * p.ldo + (size_t)h * hd;
             o[d] = lg_elem<T>::from_f(lt > 0.0f ? a / lt : 0.0f);
         }
     }
-    if (p.ws && threadIdx.x == 0) {
-        float *part = p.ws + (row * p.n_splits + split) * (size_t)(hd + 2);
+    if (!part)
+        return;
+    if (threadIdx.x == 0) {
         part[0] = mm;
         part[1] = lt;
     }
-}
-
-/* out = merge of the n_splits partial states of each (query, head); one block per pair. */
-template <typename T>
-__global__ void attn_merge_kernel(lg_rows_params p)
-{
-    const int h = blockIdx.x, t = blockIdx.y, hd = p.head_dim;
-    lg_pdl_wait();
-    lg_pdl_trigger();
-    size_t row = (size_t)t * p.n_heads + h;
-    const float *part = p.ws + row * p.n_splits * (size_t)(hd + 2);
-    float mm = -INFINITY;
-    for (int sp = 0; sp < p.n_splits; sp++)
-        mm = fmaxf(mm, part[(size_t)sp * (hd + 2)]);
-    float lt = 0.0f;
-    for (int sp = 0; sp < p.n_splits; sp++) {
-        const float *ps = part + (size_t)sp * (hd + 2);
-        lt += mm == -INFINITY ? 0.0f : ps[1] * exp2f(ps[0] - mm);
-    }
-    T *o = (T *)p.out + (size_t)t * p.ldo + (size_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float a = 0.0f;
-        if (mm != -INFINITY)
-            for (int sp = 0; sp < p.n_splits; sp++) {
-                const float *ps = part + (size_t)sp * (hd + 2);
-                a += ps[2 + d] * exp2f(ps[0] - mm);
-            }
-        o[d] = lg_elem<T>::from_f(lt > 0.0f ? a / lt : 0.0f);
-    }
+    /* the last split of (query, head) to finish merges them all: no merge kernel to launch */
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0)
+        last = atomicAdd(p.done + row, 1u) == (unsigned)p.n_splits - 1;
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    merge_splits<T>(p, t, h);
+    if (threadIdx.x == 0)
+        p.done[row] = 0; /* as the workspace was given */
 }
 
 template <typename T, int VEC>
@@ -356,10 +390,6 @@ static void rows_launch_t(const lg_rows_params *p, int n, bool wide, cudaStream_
         rows_launch_vec<T, lg_vec16<T>::N>(p, n, s);
     else
         rows_launch_vec<T, 2>(p, n, s);
-    if (p->n_splits > 1) {
-        dim3 grid(p->n_heads, n);
-        lg_launch_pdl(attn_merge_kernel<T>, grid, 128, 0, s, *p);
-    }
 }
 
 int lg_rows_launch(const lg_rows_params *p, lg_kdtype dt, int n, cudaStream_t s, const char *who)
@@ -433,6 +463,11 @@ static int cache_split_len(int n, int n_heads, int n_slots, int *n_splits)
     return (int)len;
 }
 
+/* The workspace: a counter per (query, head) of how many of its splits are done, then the splits'
+ * partial states. Splits exist only while n * n_heads < split_target <= 8192, so the counters fit a
+ * region of fixed size, which every call (any n, any layer) finds at the same place, zeroed. */
+#define DONE_BYTES (8192 * sizeof(unsigned))
+
 extern "C" size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, int n_slots)
 {
     if (!shape || n <= 0 || n_slots <= 0 || shape->n_heads <= 0)
@@ -441,7 +476,15 @@ extern "C" size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, i
     cache_split_len(n, shape->n_heads, n_slots, &splits);
     if (splits <= 1)
         return 0;
-    return (size_t)n * shape->n_heads * splits * (shape->head_dim + 2) * sizeof(float);
+    return DONE_BYTES + (size_t)n * shape->n_heads * splits * (shape->head_dim + 2) * sizeof(float);
+}
+
+extern "C" int lg_k_attn_cache_ws_init(void *ws, size_t ws_bytes, void *stream)
+{
+    if (!ws || ws_bytes < DONE_BYTES)
+        return 0; /* too small for any split: lg_k_attn_cache will not use it */
+    LG_CUDA_TRY(cudaMemsetAsync(ws, 0, DONE_BYTES, LG_CUDA_STREAM(stream)));
+    return 0;
 }
 
 extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
@@ -491,7 +534,8 @@ extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const
         size_t need = lg_k_attn_cache_ws_bytes(n, shape, n_slots);
         if (!ws || ws_bytes < need)
             return lg_k_fail("%s: workspace of %zu bytes given, %zu needed", who, ws_bytes, need);
-        p.ws = (float *)ws;
+        p.done = (unsigned *)ws;
+        p.ws = (float *)((char *)ws + DONE_BYTES);
     }
     return lg_rows_launch(&p, dt, n, LG_CUDA_STREAM(stream), who);
 }

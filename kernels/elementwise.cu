@@ -3,6 +3,7 @@
  * so one kernel serves every combination. CPU twins: runtime/forward_cpu.c (rmsnorm_rows, rope_*)
  * and kernels/check/check_kernels.c. */
 #include <math.h>
+#include <string.h>
 
 #include "elementwise.h"
 #include "kernel_common.cuh"
@@ -60,30 +61,64 @@ extern "C" int lg_k_embed(void *out, lg_kdtype out_dt, int ldo, const void *tabl
 
 /* ---------------------------------------------------------------- RMSNorm */
 
-/* One block per row. With `delta`, x += delta first (rounded to x's dtype and stored). Each thread
- * touches the same columns in both passes, so the second pass reads its own writes. */
+/* One block per row. With `delta`, x += delta first (rounded to x's dtype and stored). RN > 0: a
+ * thread holds its RN columns (c = threadIdx.x + j * blockDim.x) in registers between the sum of
+ * squares and the scaling, and loads its norm weights before waiting for the kernel that writes x
+ * (at decode this kernel sits between two GEMVs: its latency is the whole cost). RN = 0, any dim:
+ * two passes over the row, each thread on the same columns in both, so the second pass reads its
+ * own writes. */
+template <int RN>
 __global__ void rmsnorm_kernel(void *out, int out_dt, int ldo, void *x, int x_dt, int ldx,
                                const void *delta, int d_dt, int ldd, const void *w, int w_dt, int dim,
                                float eps)
 {
+    float wv[RN > 0 ? RN : 1];
+#pragma unroll
+    for (int j = 0; j < RN; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        wv[j] = c < dim ? lg_ld(w, w_dt, c) : 0.0f;
+    }
     lg_pdl_wait();
     lg_pdl_trigger();
     __shared__ float red[32];
     size_t r = blockIdx.x;
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        float v = lg_ld(x, x_dt, r * ldx + c);
-        if (delta) {
-            v = lg_round_to(x_dt, v + lg_ld(delta, d_dt, r * ldd + c));
-            lg_st(x, x_dt, r * ldx + c, v);
+    if constexpr (RN > 0) {
+        float xv[RN];
+#pragma unroll
+        for (int j = 0; j < RN; j++) {
+            int c = threadIdx.x + j * blockDim.x;
+            float v = c < dim ? lg_ld(x, x_dt, r * ldx + c) : 0.0f;
+            if (delta && c < dim) {
+                v = lg_round_to(x_dt, v + lg_ld(delta, d_dt, r * ldd + c));
+                lg_st(x, x_dt, r * ldx + c, v);
+            }
+            xv[j] = v;
+            ss += v * v;
         }
-        ss += v * v;
-    }
-    ss = lg_block_sum(ss, red);
-    float rs = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        float v = lg_ld(x, x_dt, r * ldx + c);
-        lg_st(out, out_dt, r * ldo + c, lg_ld(w, w_dt, c) * (v * rs));
+        ss = lg_block_sum(ss, red);
+        float rs = 1.0f / sqrtf(ss / (float)dim + eps);
+#pragma unroll
+        for (int j = 0; j < RN; j++) {
+            int c = threadIdx.x + j * blockDim.x;
+            if (c < dim)
+                lg_st(out, out_dt, r * ldo + c, wv[j] * (xv[j] * rs));
+        }
+    } else {
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            float v = lg_ld(x, x_dt, r * ldx + c);
+            if (delta) {
+                v = lg_round_to(x_dt, v + lg_ld(delta, d_dt, r * ldd + c));
+                lg_st(x, x_dt, r * ldx + c, v);
+            }
+            ss += v * v;
+        }
+        ss = lg_block_sum(ss, red);
+        float rs = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            float v = lg_ld(x, x_dt, r * ldx + c);
+            lg_st(out, out_dt, r * ldo + c, lg_ld(w, w_dt, c) * (v * rs));
+        }
     }
 }
 
@@ -103,8 +138,12 @@ static int rmsnorm_launch(const char *who, void *out, lg_kdtype out_dt, int ldo,
     int threads = row_block(dim / 4);
     if (threads > 1024)
         threads = 1024;
-    lg_launch_pdl(rmsnorm_kernel, rows, threads, 0, LG_CUDA_STREAM(stream), out, (int)out_dt, ldo,
-                  x, (int)x_dt, ldx, delta, (int)d_dt, ldd, w, (int)w_dt, dim, eps);
+    void (*kern)(void *, int, int, void *, int, int, const void *, int, int, const void *, int,
+                 int, float) = dim <= 4 * threads   ? rmsnorm_kernel<4>
+                               : dim <= 8 * threads ? rmsnorm_kernel<8>
+                                                    : rmsnorm_kernel<0>;
+    lg_launch_pdl(kern, rows, threads, 0, LG_CUDA_STREAM(stream), out, (int)out_dt, ldo, x,
+                  (int)x_dt, ldx, delta, (int)d_dt, ldd, w, (int)w_dt, dim, eps);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -182,48 +221,99 @@ extern "C" int lg_k_convert(void *dst, lg_kdtype dst_dt, int ldd, const void *sr
 
 /* One block per (row, head) of q then of k, one thread per pair (i, i + half): at decode (one row)
  * the 64 to 128 heads spread over as many SMs. The angle as transformers forms it (float32 product),
- * cos/sin in double rounded once, as runtime/forward_cpu.c. */
+ * cos/sin in double rounded once, as runtime/forward_cpu.c. With a cache destination (dst.k_cache)
+ * the blocks of k also store the rotated pair and the value pair (i, i + half) of their head in the
+ * row's cache slot, as lg_k_kv_write would: a decode step then needs no kernel between RoPE and
+ * attention. */
 __global__ void rope_kernel(void *q, int ldq, int nh, void *k, int ldk, int nkv, int dt,
                             int head_dim, const int *pos, int pos0, const float *inv_freq,
-                            float attn_scale)
+                            float attn_scale, lg_kcache_dst dst)
 {
-    lg_pdl_wait();
-    lg_pdl_trigger();
     int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     int half = head_dim / 2;
+    /* the angle before the wait: positions and inv_freq come from the host, not from a kernel */
+    int ip = pos ? pos[t] : pos0 + t;
+    float c = 0.0f, s = 0.0f;
+    if (i < half) {
+        float angle = __fmul_rn((float)ip, inv_freq[i]);
+        double sd, cd;
+        sincos((double)angle, &sd, &cd);
+        c = (float)cd * attn_scale, s = (float)sd * attn_scale;
+    }
+    lg_pdl_wait();
+    lg_pdl_trigger();
     if (i >= half)
         return;
-    float p = (float)(pos ? pos[t] : pos0 + t);
     void *base = h < nh ? q : k;
     size_t off = h < nh ? (size_t)t * ldq + (size_t)h * head_dim
                         : (size_t)t * ldk + (size_t)(h - nh) * head_dim;
-    float angle = __fmul_rn(p, inv_freq[i]);
-    double sd, cd;
-    sincos((double)angle, &sd, &cd);
-    float c = (float)cd * attn_scale, s = (float)sd * attn_scale;
     float x0 = lg_ld(base, dt, off + i), x1 = lg_ld(base, dt, off + i + half);
-    lg_st(base, dt, off + i, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
-    lg_st(base, dt, off + i + half, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s)));
+    float y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    float y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+    lg_st(base, dt, off + i, y0);
+    lg_st(base, dt, off + i + half, y1);
+    if (h < nh || !dst.k_cache)
+        return;
+    int slot = dst.slots[t];
+    size_t co = (size_t)slot * dst.ld_cache + (size_t)(h - nh) * head_dim;
+    size_t vo = (size_t)t * dst.ldv + (size_t)(h - nh) * head_dim;
+    lg_st(dst.k_cache, dt, co + i, y0); /* rounded as the in-place store above */
+    lg_st(dst.k_cache, dt, co + i + half, y1);
+    lg_st(dst.v_cache, dt, co + i, lg_ld(dst.v, dt, vo + i));
+    lg_st(dst.v_cache, dt, co + i + half, lg_ld(dst.v, dt, vo + i + half));
+    if (h == nh && i == 0)
+        dst.slot_pos[slot] = ip;
+}
+
+static int rope_launch(const char *who, void *q, int ldq, int n_heads, void *k, int ldk,
+                       int n_kv_heads, lg_kdtype dt, int rows, int head_dim, const int *pos,
+                       int pos0, const float *inv_freq, float attn_scale,
+                       const lg_kcache_dst *dst, void *stream)
+{
+    CHECK_DT(who, dt);
+    if (rows < 0 || head_dim <= 0 || head_dim % 2 || head_dim > 2048 || n_heads <= 0 ||
+        ldq < n_heads * head_dim || (k && (n_kv_heads <= 0 || ldk < n_kv_heads * head_dim)) ||
+        n_heads + (k ? n_kv_heads : 0) > 65535)
+        return lg_k_fail("%s: bad sizes rows=%d head_dim=%d n_heads=%d ldq=%d n_kv_heads=%d "
+                         "ldk=%d", who, rows, head_dim, n_heads, ldq, n_kv_heads, ldk);
+    lg_kcache_dst d;
+    memset(&d, 0, sizeof d);
+    if (dst) {
+        int kvd = n_kv_heads * head_dim;
+        if (!k || !dst->k_cache || !dst->v_cache || !dst->v || !dst->slots || !dst->slot_pos)
+            return lg_k_fail("%s: k, the caches, v, slots and slot_pos are required", who);
+        if (dst->ld_cache < kvd || dst->ldv < kvd)
+            return lg_k_fail("%s: bad sizes ld_cache=%d ldv=%d for kv_dim %d", who,
+                             dst->ld_cache, dst->ldv, kvd);
+        d = *dst;
+    }
+    if (rows == 0)
+        return 0;
+    dim3 grid((unsigned)rows, (unsigned)(n_heads + (k ? n_kv_heads : 0)));
+    unsigned threads = (unsigned)((head_dim / 2 + 31) / 32 * 32);
+    lg_launch_pdl(rope_kernel, grid, threads, 0, LG_CUDA_STREAM(stream), q, ldq, n_heads, k, ldk,
+                  n_kv_heads, (int)dt, head_dim, pos, pos0, inv_freq, attn_scale, d);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
 }
 
 extern "C" int lg_k_rope(void *q, int ldq, int n_heads, void *k, int ldk, int n_kv_heads,
                          lg_kdtype dt, int rows, int head_dim, const int *pos, int pos0,
                          const float *inv_freq, float attn_scale, void *stream)
 {
-    CHECK_DT("lg_k_rope", dt);
-    if (rows < 0 || head_dim <= 0 || head_dim % 2 || head_dim > 2048 || n_heads <= 0 ||
-        ldq < n_heads * head_dim || (k && (n_kv_heads <= 0 || ldk < n_kv_heads * head_dim)) ||
-        n_heads + (k ? n_kv_heads : 0) > 65535)
-        return lg_k_fail("lg_k_rope: bad sizes rows=%d head_dim=%d n_heads=%d ldq=%d "
-                         "n_kv_heads=%d ldk=%d", rows, head_dim, n_heads, ldq, n_kv_heads, ldk);
-    if (rows == 0)
-        return 0;
-    dim3 grid((unsigned)rows, (unsigned)(n_heads + (k ? n_kv_heads : 0)));
-    unsigned threads = (unsigned)((head_dim / 2 + 31) / 32 * 32);
-    lg_launch_pdl(rope_kernel, grid, threads, 0, LG_CUDA_STREAM(stream), q, ldq, n_heads, k, ldk,
-                  n_kv_heads, (int)dt, head_dim, pos, pos0, inv_freq, attn_scale);
-    LG_CUDA_LAUNCHED("lg_k_rope");
-    return 0;
+    return rope_launch("lg_k_rope", q, ldq, n_heads, k, ldk, n_kv_heads, dt, rows, head_dim, pos,
+                       pos0, inv_freq, attn_scale, NULL, stream);
+}
+
+extern "C" int lg_k_rope_kv(void *q, int ldq, int n_heads, void *k, int ldk, int n_kv_heads,
+                            lg_kdtype dt, int rows, int head_dim, const int *pos, int pos0,
+                            const float *inv_freq, float attn_scale, const lg_kcache_dst *dst,
+                            void *stream)
+{
+    if (!dst)
+        return lg_k_fail("lg_k_rope_kv: no cache destination");
+    return rope_launch("lg_k_rope_kv", q, ldq, n_heads, k, ldk, n_kv_heads, dt, rows, head_dim,
+                       pos, pos0, inv_freq, attn_scale, dst, stream);
 }
 
 /* ---------------------------------------------------------------- SwiGLU */

@@ -44,10 +44,29 @@ int lg_k_convert(void *dst, lg_kdtype dst_dt, int ldd, const void *src, lg_kdtyp
  * q: rows x (n_heads * head_dim) with rows ldq apart; k: rows x (n_kv_heads * head_dim), ldk apart,
  * or NULL. q and k share dt. Positions: pos (device int array, one per row) or, when pos is NULL,
  * pos0 + t. inv_freq: device float array of head_dim/2 (formats/hf_config.h lg_rope_inv_freq).
- * head_dim even. */
+ * head_dim even. pos and inv_freq are read while the kernel before this one may still run
+ * (programmatic dependent launch): they must come from the host (a copy), not from that kernel. */
 int lg_k_rope(void *q, int ldq, int n_heads, void *k, int ldk, int n_kv_heads, lg_kdtype dt,
               int rows, int head_dim, const int *pos, int pos0, const float *inv_freq,
               float attn_scale, void *stream);
+
+/* Where lg_k_rope_kv puts each row's rotated key and its value: row t of k (after RoPE) and of v
+ * (ldv apart) go to slot slots[t] (device ints, distinct within a call) of k_cache / v_cache (rows
+ * ld_cache apart), and slot_pos[slots[t]] becomes the row's position. */
+typedef struct {
+    void *k_cache, *v_cache;
+    int ld_cache;
+    int *slot_pos;
+    const int *slots;
+    const void *v;
+    int ldv;
+} lg_kcache_dst;
+
+/* lg_k_rope, then lg_k_kv_write (attention.h) of the rotated k rows and the v rows into dst, in
+ * one kernel: k is also rotated in place, as lg_k_rope leaves it. k must not be NULL. */
+int lg_k_rope_kv(void *q, int ldq, int n_heads, void *k, int ldk, int n_kv_heads, lg_kdtype dt,
+                 int rows, int head_dim, const int *pos, int pos0, const float *inv_freq,
+                 float attn_scale, const lg_kcache_dst *dst, void *stream);
 
 /* SwiGLU: out[t][c] = silu(gate[t][c]) * up[t][c], silu(g) = g / (1 + exp(-g)), in float32.
  * gate and up share in_dt; for the fused [rows, 2*ffn] gate_up layout pass gate = gu,

@@ -42,6 +42,9 @@
 
 /* warps per block of the tensor-core kernel; 0 = scalar path only (set_variant) */
 static int qg_warps = 8;
+/* blocks of 8 warps an SM must hold (__launch_bounds__'s second argument, which caps the registers):
+ * 1 (no cap) or 3; 0 = chosen per call (qgemv_mma) */
+static int qg_min_blocks = 0;
 
 /* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation. */
 enum { QM_Q8, QM_Q4, QM_Q4_MINS, QM_FP8 };
@@ -256,8 +259,9 @@ template <typename T, int M> struct qcodec {
 
 /* ---------------------------------------------------------------- GEMV, tensor cores */
 
-/* Geometry of the tensor-core kernel for method M and CB bytes of codes per lane and row. */
-template <typename T, int M, int CB> struct qgeom {
+/* Geometry of the tensor-core kernel for method M and CB bytes of codes per lane and row; R words
+ * of codes a lane and row in a round (8, or 4 where registers are capped for more blocks an SM). */
+template <typename T, int M, int CB, int R = 8> struct qgeom {
     static constexpr int PAIRS = qcodec<T, M>::PAIRS;
     static constexpr int KC = PAIRS * CB / 2; /* columns per chunk */
     static constexpr int WIN = 4 * KC;        /* columns per step: the quad's four chunks */
@@ -265,7 +269,7 @@ template <typename T, int M, int CB> struct qgeom {
     static constexpr int XW = KC / 2;         /* words of x per chunk */
     /* steps a round: 2 rounds of codes in registers (32 registers, 64 bytes a round a lane); x is
      * read from L1 at its step, not held */
-    static constexpr int U0 = 8 / WORDS;
+    static constexpr int U0 = R / WORDS > 0 ? R / WORDS : 1;
     static constexpr int U = U0 > 4 ? 4 : U0;
     /* raw scale bits, converted where used: no instruction waits early on the load */
     typedef typename std::conditional<M == QM_FP8, float, unsigned short>::type raw;
@@ -342,16 +346,16 @@ __device__ __forceinline__ void qstep(const uint32_t *ka, const uint32_t *kb, co
 }
 
 /* The codes (and, at a group's last step, the scales) of one round of U steps of a lane. */
-template <typename T, int M, int CB> struct qround {
-    typedef qgeom<T, M, CB> G;
+template <typename T, int M, int CB, int R> struct qround {
+    typedef qgeom<T, M, CB, R> G;
     uint32_t ka[G::U][G::WORDS], kb[G::U][G::WORDS];
     typename G::raw sa[G::U], sb[G::U], ma[G::U], mb[G::U];
     bool fin[G::U];
 };
 
 /* A lane's walk over its steps [s_begin, s_end) of rows ra (codes ca) and rb (cb). */
-template <typename T, int M, int CB> struct qwalk {
-    typedef qgeom<T, M, CB> G;
+template <typename T, int M, int CB, int R> struct qwalk {
+    typedef qgeom<T, M, CB, R> G;
     typedef typename G::raw raw;
     const uint8_t *ca, *cb;
     const T *xp;
@@ -361,7 +365,7 @@ template <typename T, int M, int CB> struct qwalk {
     float acc[4], ones[4], sums[4];
 
     /* issues the loads of steps [s0, s0 + U) (those before s_end) into r */
-    __device__ __forceinline__ void load(const qparams &p, qround<T, M, CB> &r, int s0)
+    __device__ __forceinline__ void load(const qparams &p, qround<T, M, CB, R> &r, int s0)
     {
 #pragma unroll
         for (int u = 0; u < G::U; u++) {
@@ -390,7 +394,7 @@ template <typename T, int M, int CB> struct qwalk {
     }
 
     /* the products of the steps loaded into r */
-    __device__ __forceinline__ void compute(const qround<T, M, CB> &r, int s0)
+    __device__ __forceinline__ void compute(const qround<T, M, CB, R> &r, int s0)
     {
 #pragma unroll
         for (int u = 0; u < G::U; u++) {
@@ -420,12 +424,13 @@ template <typename T, int M, int CB> struct qwalk {
     }
 };
 
-template <typename T, int M, int CB>
-__global__ void __launch_bounds__(QG_MAX_WARPS * 32)
+template <typename T, int M, int CB, int NT, int MINB>
+__global__ void __launch_bounds__(NT, MINB)
     qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
                      int nt, int accumulate)
 {
-    typedef qgeom<T, M, CB> G;
+    constexpr int R = MINB > 1 ? 4 : 8;
+    typedef qgeom<T, M, CB, R> G;
     constexpr int U = G::U;
     extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -433,7 +438,7 @@ __global__ void __launch_bounds__(QG_MAX_WARPS * 32)
     const int row0 = blockIdx.x * QG_ROWS;
     /* rows past the end read the last row and are dropped at the store */
     const int ra = min(row0 + g, p.rows - 1), rb = min(row0 + g + 8, p.rows - 1);
-    qwalk<T, M, CB> w;
+    qwalk<T, M, CB, R> w;
     w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
     w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
     /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
@@ -450,7 +455,7 @@ __global__ void __launch_bounds__(QG_MAX_WARPS * 32)
 
     /* two rounds of codes in flight: the next round's loads are issued before this one's products
      * (the codes are written by no kernel, so the first round goes out before the wait) */
-    qround<T, M, CB> ra0, ra1;
+    qround<T, M, CB, R> ra0, ra1;
     w.load(p, ra0, s_begin);
     lg_pdl_wait();
     lg_pdl_trigger();
@@ -552,10 +557,25 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
 {
     size_t smem = (size_t)qg_warps * QG_ROWS * QG_TOKENS * sizeof(float);
     unsigned threads = (unsigned)qg_warps * 32;
+    /* q4 with enough blocks to fill 3 an SM: capped at 80 registers (rounds of 2 steps), 3 blocks an
+     * SM hide more of the nibble decoding's latency than 2 blocks with deeper rounds (on an H100:
+     * 43 / 47 / 51% of copy instead of 39 / 42 / 48% on 11008, 12288, 32000 x 4096); with fewer
+     * rows (4096 x 11008: 37% instead of 47%) and for q8 and fp8 (1-2% slower) the uncapped kernel */
+    int minb = qg_min_blocks;
+    if (minb == 0)
+        minb = (method == QM_Q4 || method == QM_Q4_MINS) && qg_warps == 8 &&
+                       blocks >= 3u * (unsigned)lg_sm_count()
+                   ? 3
+                   : 1;
+#define QG_LAUNCH(M_, CB_, NT_, MINB_)                                                            \
+    lg_launch_pdl(qgemv_mma_kernel<T, M_, CB_, NT_, MINB_>, blocks, threads, smem, s, y, y_dt,    \
+                  ldy, p, x, ldx, nt, acc)
 #define QG_CASE(M_, CB_)                                                                          \
     if (method == M_ && cb == CB_) {                                                              \
-        lg_launch_pdl(qgemv_mma_kernel<T, M_, CB_>, blocks, threads, smem, s, y, y_dt, ldy, p, x, \
-                      ldx, nt, acc);                                                              \
+        if (minb == 3)                                                                            \
+            QG_LAUNCH(M_, CB_, 256, 3);                                                           \
+        else                                                                                      \
+            QG_LAUNCH(M_, CB_, QG_MAX_WARPS * 32, 1);                                             \
         return;                                                                                   \
     }
 #define QG_WIDTHS(M_) QG_CASE(M_, 16) QG_CASE(M_, 8) QG_CASE(M_, 4)
@@ -565,6 +585,7 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     QG_WIDTHS(QM_FP8)
 #undef QG_WIDTHS
 #undef QG_CASE
+#undef QG_LAUNCH
 }
 
 template <typename T>
@@ -588,12 +609,16 @@ static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, 
     }
 }
 
-extern "C" int lg_k_gemv_quant_set_variant(int warps)
+extern "C" int lg_k_gemv_quant_set_variant(int warps, int min_blocks)
 {
-    if (warps != 0 && warps != 4 && warps != 8 && warps != 16)
-        return lg_k_fail("lg_k_gemv_quant_set_variant: warps must be 4, 8, 16 (or 0: scalar), "
-                         "got %d", warps);
+    bool ok = (warps == 0 || warps == 4 || warps == 8 || warps == 16) &&
+              (min_blocks == 0 || min_blocks == 1 || (min_blocks == 3 && warps == 8));
+    if (!ok)
+        return lg_k_fail("lg_k_gemv_quant_set_variant: no variant of %d warps (4, 8, 16 or 0: "
+                         "scalar) and %d blocks an SM (0: chosen per call, 1, or 3 with 8 warps)",
+                         warps, min_blocks);
     qg_warps = warps;
+    qg_min_blocks = min_blocks;
     return 0;
 }
 

@@ -239,6 +239,9 @@ __device__ __forceinline__ void lg_pdl_trigger()
  * where a JIT of compute_80 code would have none), and not with LG_PDL=0 in the environment. */
 bool lg_pdl_enabled();
 
+/* The current device's SM count (1 if it cannot be read). */
+int lg_sm_count();
+
 /* kern<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where
  * lg_pdl_enabled(). kern must follow the rules above. Errors: cudaGetLastError, as with <<< >>>. */
 template <typename... KArgs, typename... Args>

@@ -9,23 +9,36 @@
 
 static thread_local char lg_k_msg[512];
 
-/* per thread (a tensor-parallel engine drives one device a thread): the device last asked about */
-static thread_local int pdl_device = -1, pdl_on = 0;
+/* per thread (a tensor-parallel engine drives one device a thread): the device last asked about
+ * and what the launchers need to know of it */
+static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1;
 
-bool lg_pdl_enabled()
+static bool refresh_device_attrs()
 {
     int dev;
     if (cudaGetDevice(&dev) != cudaSuccess)
         return false;
-    if (dev != pdl_device) {
-        int major = 0, minor = 0;
+    if (dev != attr_device) {
+        int major = 0, minor = 0, sms = 1;
         const char *env = getenv("LG_PDL");
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
         pdl_on = major == 9 && minor == 0 && !(env && strcmp(env, "0") == 0);
-        pdl_device = dev;
+        sm_count = sms > 0 ? sms : 1;
+        attr_device = dev;
     }
-    return pdl_on;
+    return true;
+}
+
+bool lg_pdl_enabled()
+{
+    return refresh_device_attrs() && pdl_on;
+}
+
+int lg_sm_count()
+{
+    return refresh_device_attrs() ? sm_count : 1;
 }
 
 extern "C" int lg_k_pdl_active(void)

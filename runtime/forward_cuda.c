@@ -622,17 +622,21 @@ static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
     return 0;
 }
 
-/* Normed rows of x -> q|k|v with RoPE applied, in f->qkv. pos: device positions or NULL (pos0 + t). */
+/* Normed rows of x -> q|k|v with RoPE applied, in f->qkv, and each row's k and v written to cache
+ * slot slots[t] (k_cache, v_cache, slot_pos: a layer's cache or the prefill scratch). pos: device
+ * positions or NULL (pos0 + t). */
 static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, const int *pos,
-                    int pos0)
+                    int pos0, void *k_cache, void *v_cache, int *slot_pos, const int *slots)
 {
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->attn_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
     K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, &L->qkv, n, f->qkv_dim, f->dim, 0.0f));
-    K(lg_k_rope(f->qkv, f->qkv_dim, f->sh.n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
-                f->sh.n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d, f->attn_scale,
-                f->st));
+    lg_kcache_dst dst = {k_cache, v_cache, f->kvd, slot_pos, slots,
+                         at(f->qkv, f->qd + f->kvd, f->esz), f->qkv_dim};
+    K(lg_k_rope_kv(f->qkv, f->qkv_dim, f->sh.n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
+                   f->sh.n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d,
+                   f->attn_scale, &dst, f->st));
     return 0;
 }
 
@@ -646,10 +650,7 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
     K(embed_rows(f, f->x_step, ids, n));
     for (int l = 0; l < f->n_layers; l++) {
         const cuda_layer *L = &f->L[l];
-        K(qkv_rows(f, L, f->x_step, n, pos, 0));
-        void *k = at(f->qkv, f->qd, f->esz), *v = at(f->qkv, f->qd + f->kvd, f->esz);
-        K(lg_k_kv_write(L->k, L->v, f->kvd, L->slot_pos, k, f->qkv_dim, v, f->qkv_dim, f->dt,
-                        f->kvd, slots + (size_t)l * n, pos, 0, n, f->st));
+        K(qkv_rows(f, L, f->x_step, n, pos, 0, L->k, L->v, L->slot_pos, slots + (size_t)l * n));
         if (L->attn.kind == LG_ATTN_FULL && n > 1 && !graph)
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
                                 f->dt, n, pos0, pos0 + n, 0, &f->shape, NULL, f->st));
@@ -795,10 +796,7 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
         for (int c0 = 0; c0 < n; c0 += f->P) {
             int cn = n - c0 < f->P ? n - c0 : f->P;
             float *x = f->x_big + (size_t)c0 * f->dim;
-            K(qkv_rows(f, L, x, cn, NULL, c0));
-            void *k = at(f->qkv, f->qd, f->esz), *v = at(f->qkv, f->qd + f->kvd, f->esz);
-            K(lg_k_kv_write(tk, tv, f->kvd, tpos, k, f->qkv_dim, v, f->qkv_dim, f->dt, f->kvd,
-                            f->iota + c0, NULL, c0, cn, f->st));
+            K(qkv_rows(f, L, x, cn, NULL, c0, tk, tv, tpos, f->iota + c0));
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, tk, f->kvd, tv, f->kvd, f->dt,
                                 cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->st));
             K(mm_residual(f, x, f->att, f->qd, &L->o, cn, f->qd));
@@ -1216,7 +1214,9 @@ static int alloc_state(cuda_fwd *f)
         }
     }
     f->attn_ws_bytes = ws;
-    return dalloc(f, &f->attn_ws, ws, "attention workspace");
+    if (dalloc(f, &f->attn_ws, ws, "attention workspace") != 0)
+        return -1;
+    return lg_k_attn_cache_ws_init(f->attn_ws, ws, f->st);
 }
 
 /* The float type of the weights in checkpoint dir: its embedding's, a float tensor in every

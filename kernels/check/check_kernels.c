@@ -339,6 +339,66 @@ static void check_rope(lg_kdtype dt, int rows, int nh, int nkv, int hd, const lg
     cudaFree(dq), cudaFree(dk), cudaFree(dpos), cudaFree(dinv);
 }
 
+/* lg_k_rope_kv: RoPE as lg_k_rope (q and k in place, against lg_ops_rope), and the rotated k rows
+ * and the v rows written to their slots (from the last one down) of random caches: a slot's key equals
+ * the rotated row the kernel left in k, its value the v row, bit for bit; every other slot and the
+ * rows' padding keep their bytes; slot_pos gets the positions. */
+static void check_rope_kv(lg_kdtype dt, int rows, int nh, int nkv, int hd, const lg_rope *rope,
+                          int with_pos)
+{
+    int half = hd / 2, kvd = nkv * hd, n_slots = rows + 5, ldc = kvd + 4;
+    float *inv = xmalloc(half * sizeof(float)), attn_scale = 1.0f;
+    lg_rope_inv_freq(rope, hd, 4096, 4096, inv, &attn_scale);
+    int ldq = nh * hd + 8, ldk = kvd + 2, ldv = kvd + 6;
+    float *q = rnd((size_t)rows * ldq, 1.0f, 0.0f, dt), *k = rnd((size_t)rows * ldk, 1.0f, 0.0f, dt);
+    float *v = rnd((size_t)rows * ldv, 1.0f, 0.0f, dt);
+    float *kc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt), *vc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    int *pos = xmalloc(rows * sizeof(int)), *slots = xmalloc(rows * sizeof(int));
+    int *spos = xmalloc(n_slots * sizeof(int)), pos0 = 700;
+    for (int s = 0; s < n_slots; s++)
+        spos[s] = -1;
+    for (int t = 0; t < rows; t++) {
+        pos[t] = with_pos ? (int)(next_u64() % 131072) : pos0 + t;
+        slots[t] = n_slots - 1 - t;
+    }
+    void *dq = up(q, (size_t)rows * ldq, dt), *dk = up(k, (size_t)rows * ldk, dt);
+    void *dv = up(v, (size_t)rows * ldv, dt);
+    void *dkc = up(kc, (size_t)n_slots * ldc, dt), *dvc = up(vc, (size_t)n_slots * ldc, dt);
+    int *dpos = up_int(pos, rows), *dslots = up_int(slots, rows), *dspos = up_int(spos, n_slots);
+    float *dinv;
+    CK(cudaMalloc((void **)&dinv, half * sizeof(float)));
+    CK(cudaMemcpy(dinv, inv, half * sizeof(float), cudaMemcpyHostToDevice));
+    lg_kcache_dst dst = {dkc, dvc, ldc, dspos, dslots, dv, ldv};
+    KK(lg_k_rope_kv(dq, ldq, nh, dk, ldk, nkv, dt, rows, hd, with_pos ? dpos : NULL, pos0, dinv,
+                    attn_scale, &dst, NULL));
+    lg_ops_rope(q, ldq, rows, nh, hd, pos, inv, attn_scale);
+    lg_ops_rope(k, ldk, rows, nkv, hd, pos, inv, attn_scale);
+    float *gq = down(dq, (size_t)rows * ldq, dt), *gk = down(dk, (size_t)rows * ldk, dt);
+    float *gkc = down(dkc, (size_t)n_slots * ldc, dt), *gvc = down(dvc, (size_t)n_slots * ldc, dt);
+    int *gspos = xmalloc(n_slots * sizeof(int));
+    CK(cudaMemcpy(gspos, dspos, n_slots * sizeof(int), cudaMemcpyDeviceToHost));
+    int ok = 1;
+    for (int t = 0; t < rows; t++) {
+        /* the expected caches: the kernel's own rotated k (checked against the CPU below) */
+        memcpy(kc + (size_t)slots[t] * ldc, gk + (size_t)t * ldk, kvd * sizeof(float));
+        memcpy(vc + (size_t)slots[t] * ldc, v + (size_t)t * ldv, kvd * sizeof(float));
+        spos[slots[t]] = pos[t];
+    }
+    for (size_t i = 0; i < (size_t)n_slots * ldc; i++)
+        ok &= gkc[i] == kc[i] && gvc[i] == vc[i];
+    ok &= memcmp(gspos, spos, n_slots * sizeof(int)) == 0;
+    char shape[96];
+    snprintf(shape, sizeof shape, "%s rows %d heads %d/%d hd %d%s", dname(dt), rows, nh, nkv, hd,
+             with_pos ? " pos[]" : "");
+    report("rope_kv q", shape, gq, q, rows, nh * hd, ldq, dt, bound_of(dt, dt));
+    report("rope_kv k", shape, gk, k, rows, kvd, ldk, dt, bound_of(dt, dt));
+    report_exact("rope_kv cache", shape, ok);
+    free(inv), free(q), free(k), free(v), free(kc), free(vc), free(pos), free(slots), free(spos);
+    free(gq), free(gk), free(gkc), free(gvc), free(gspos);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dkc), cudaFree(dvc), cudaFree(dpos);
+    cudaFree(dslots), cudaFree(dspos), cudaFree(dinv);
+}
+
 static void check_swiglu(lg_kdtype idt, lg_kdtype odt, int rows, int ffn, int fused)
 {
     /* fused: [rows, 2*ffn] gate | up; else two matrices with their own padding */
@@ -538,24 +598,31 @@ static const char *scheme_name(const lg_quant_scheme *s, char *buf, size_t cap)
     return buf;
 }
 
-/* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block) or "scalar". */
-static const char *qpath(const lg_kqmat *w, const void *x, int ldx, int warps, char *buf,
-                         size_t cap)
+/* A variant of the quantized GEMV: warps a block, blocks an SM (lg_k_gemv_quant_set_variant). */
+typedef struct {
+    int warps, minb;
+} qvar;
+#define QV(w, b) ((qvar){(w), (b)})
+#define QV_DEFAULT QV(8, 0)
+
+/* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block, and "b3" for 3
+ * blocks an SM) or "scalar". */
+static const char *qpath(const lg_kqmat *w, const void *x, int ldx, qvar v, char *buf, size_t cap)
 {
     int lb = lg_k_gemv_quant_load_bytes(w, x, ldx);
-    if (lb)
-        snprintf(buf, cap, "ld%d w%d", lb, warps);
-    else
+    if (!lb)
         snprintf(buf, cap, "scalar");
+    else if (v.minb > 0)
+        snprintf(buf, cap, "ld%d w%db%d", lb, v.warps, v.minb);
+    else
+        snprintf(buf, cap, "ld%d w%d", lb, v.warps);
     return buf;
 }
 
-#define QWARPS_DEFAULT 8
-
 /* lg_k_gemv_quant against lg_qmat_matmul, the CPU runtime's quantized product, on the same bytes.
- * warps: the kernel variant (0 = its scalar path). */
+ * v: the kernel variant (0 warps = its scalar path). */
 static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
-                             lg_quant_method method, int group, int mins, float beta, int warps)
+                             lg_quant_method method, int group, int mins, float beta, qvar v)
 {
     lg_quant_scheme s = {method, group, mins};
     qmat_pair w;
@@ -579,14 +646,14 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
     void *dx = up(x, (size_t)n * ldx, idt);
     size_t y_bytes = (size_t)n * ldy * lg_kdtype_size(ydt);
     void *dy = beta != 0.0f ? up(y0, (size_t)n * ldy, ydt) : dpoison(y_bytes);
-    KK(lg_k_gemv_quant_set_variant(warps));
+    KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
     KK(lg_k_gemv_quant(dy, ydt, ldy, &w.d, dx, ldx, idt, n, beta, NULL));
     float *g = down(dy, (size_t)n * ldy, ydt);
     char shape[96], sn[32], pn[32];
     snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s", scheme_name(&s, sn, sizeof sn),
-             dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, warps, pn, sizeof pn),
+             dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, v, pn, sizeof pn),
              beta != 0.0f ? " y+=" : "");
-    KK(lg_k_gemv_quant_set_variant(QWARPS_DEFAULT));
+    KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
     report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
     lg_qmat_free(&q);
     qmat_free(&w);
@@ -754,6 +821,7 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
     size_t wsb = lg_k_attn_cache_ws_bytes(n, &shape, n_slots);
     void *ws = wsb ? dpoison(wsb) : NULL;
+    KK(lg_k_attn_cache_ws_init(ws, wsb, NULL));
     KK(lg_k_attn_cache(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, dpos, n_slots,
                        use_live ? dlive : NULL, n, dqpos, 0, &shape, mask, ws, wsb, NULL));
     float *g = down(dout, (size_t)n * ldo, dt);
@@ -879,7 +947,9 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
         {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
         {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
-        {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3)},
+        {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3, 1)},
+        {"gemv_quant 16 warps, 3 blocks", lg_k_gemv_quant_set_variant(16, 3)},
+        {"gemv_quant 8 warps, 4 blocks", lg_k_gemv_quant_set_variant(8, 4)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int ok = cases[i].rc == -1 && lg_k_last_error()[0] != 0;
@@ -1077,7 +1147,7 @@ static float bench_gemv16_us(int n, int M, int K, size_t l2)
  * scales, mins and x), the fraction of the measured copy bandwidth and the speedup over lg_k_gemv
  * on the same shape in float16 (us16). With dequant set, lg_k_dequant of the whole matrix to
  * float16 instead (its rate counts the float16 written too). */
-static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, int warps, int dequant,
+static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, int dequant,
                         double copy_gbs, float us16, size_t l2)
 {
     qmat_pair w;
@@ -1114,12 +1184,12 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, int warps
         printf("BENCH dequant    %-11s -> f16 M %5d K %5d:         %8.1f us  %7.1f GB/s  %5.1f%% "
                "of copy\n", sn, M, K, us, gbs, 100.0 * gbs / copy_gbs);
     } else {
-        KK(lg_k_gemv_quant_set_variant(warps));
+        KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
         float us = time_launches(launch_gemv_quant, &c, copies);
-        KK(lg_k_gemv_quant_set_variant(QWARPS_DEFAULT));
+        KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
         double gbs = (qbytes + (double)n * K * 2) / (us * 1e-6) / 1e9;
         printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
-               "of copy  %4.2fx fp16 gemv\n", sn, M, K, n, qpath(&w.d, x, K, warps, pn, sizeof pn),
+               "of copy  %4.2fx fp16 gemv\n", sn, M, K, n, qpath(&w.d, x, K, v, pn, sizeof pn),
                us, gbs, 100.0 * gbs / copy_gbs, us16 / us);
     }
     for (int i = 1; i < copies; i++)
@@ -1146,26 +1216,28 @@ static void bench_quant_all(size_t l2, double copy)
                                        {LG_QUANT_Q4, 64, 0}, {LG_QUANT_Q4, 128, 1},
                                        {LG_QUANT_FP8, 0, 0}};
     const int ns = (int)(sizeof schemes / sizeof schemes[0]);
-    float us16_first = 0;
+    float us16s[4];
     for (int i = 0; i < 4; i++) {
         int M = shapes[i][0], K = shapes[i][1];
-        float us16 = bench_gemv16_us(1, M, K, l2);
-        if (i == 0)
-            us16_first = us16;
+        float us16 = us16s[i] = bench_gemv16_us(1, M, K, l2);
         print_gemv16(1, M, K, us16, copy);
         for (int j = 0; j < ns; j++)
-            bench_quant(&schemes[j], 1, M, K, QWARPS_DEFAULT, 0, copy, us16, l2);
+            bench_quant(&schemes[j], 1, M, K, QV_DEFAULT, 0, copy, us16, l2);
     }
     float us16_4 = bench_gemv16_us(4, 11008, 4096, l2);
     print_gemv16(4, 11008, 4096, us16_4, copy);
     for (int j = 0; j < 2; j++)
-        bench_quant(&schemes[j], 4, 11008, 4096, QWARPS_DEFAULT, 0, copy, us16_4, l2);
-    static const int variants[] = {4, 8, 16};
-    for (int v = 0; v < 3; v++)
-        for (int j = 0; j < 2; j++)
-            bench_quant(&schemes[j], 1, 11008, 4096, variants[v], 0, copy, us16_first, l2);
+        bench_quant(&schemes[j], 4, 11008, 4096, QV_DEFAULT, 0, copy, us16_4, l2);
+    /* the variants (warps a block, blocks an SM) on every shape, for q8, q4 g64 with mins, fp8 */
+    static const qvar variants[] = {{8, 1}, {8, 3}, {4, 1}, {16, 1}};
+    static const int vs[] = {0, 1, 4};
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < 4; v++)
+            for (int j = 0; j < 3; j++)
+                bench_quant(&schemes[vs[j]], 1, shapes[i][0], shapes[i][1], variants[v], 0, copy,
+                            us16s[i], l2);
     for (int j = 0; j < ns; j++)
-        bench_quant(&schemes[j], 1, 11008, 4096, QWARPS_DEFAULT, 1, copy, 0, l2);
+        bench_quant(&schemes[j], 1, 11008, 4096, QV_DEFAULT, 1, copy, 0, l2);
 }
 
 /* visible (query, key) pairs of a full-sequence prefill of T tokens under mask */
@@ -1241,6 +1313,7 @@ static void bench_decode(lg_kdtype dt, int n_slots, int nh, int nkv, int hd, con
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
     size_t wsb = lg_k_attn_cache_ws_bytes(1, &shape, n_slots);
     void *ws = wsb ? dpoison(wsb) : NULL;
+    KK(lg_k_attn_cache_ws_init(ws, wsb, NULL));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
@@ -1331,12 +1404,17 @@ int main(int argc, char **argv)
         check_rope(H[i], 33, 8, 2, 64, &l3, "llama3", 1);
         check_rope(H[i], 1, 4, 4, 8, &yarn, "yarn", 0);
         check_rope(H[i], 17, 4, 1, 32, &lin, "linear", 1);
+        check_rope_kv(H[i], 1, 32, 32, 128, &def, 1);
+        check_rope_kv(H[i], 9, 8, 2, 64, &l3, 0);
+        check_rope_kv(H[i], 3, 4, 1, 6, &yarn, 1);
     }
     /* float32 throughout, as a float32 checkpoint runs (stories260K's shapes among them) */
     check_embed(F32, F32, 512, 7, 64);
     check_rmsnorm(F32, F32, F32, 7, 64, 0, F32);
     check_rmsnorm(F32, F32, F32, 33, 4097, 1, F32);
     check_swiglu(F32, F32, 7, 172, 1);
+    check_rope(F32, 5, 8, 4, 8, &def, "default", 1);
+    check_rope_kv(F32, 5, 8, 4, 8, &def, 1);
     check_rope(F32, 7, 8, 4, 8, &def, "default", 1);
     check_rope(F32, 33, 8, 2, 64, &l3, "llama3", 1);
     check_argmax(3, 32000);
@@ -1381,26 +1459,35 @@ int main(int argc, char **argv)
     const lg_quant_method Q8 = LG_QUANT_Q8, Q4 = LG_QUANT_Q4, F8 = LG_QUANT_FP8;
     for (int i = 0; i < 2; i++) {
         lg_kdtype h = H[i];
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, QWARPS_DEFAULT);
-        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, QWARPS_DEFAULT);
-        check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, 8);
-        check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, 8);
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, 8);
-        check_gemv_quant(h, F32, 4, 4096, 11008, Q4, 64, 1, 1.0f, 8);
-        check_gemv_quant(h, h, 2, 12288, 4096, Q4, 128, 1, 0.0f, 8);
-        check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, 8);
-        check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, 8);
-        check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, 8);
-        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QWARPS_DEFAULT);
-        check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, 8);
-        check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, 4);
-        check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, 16);
-        check_gemv_quant(h, F32, 2, 7, 4097, Q4, 64, 1, 0.0f, 8);
-        check_gemv_quant(h, F32, 3, 33, 4097, Q8, 0, 0, 1.0f, 8);
-        check_gemv_quant(h, F32, 1, 17, 4096 + 48, Q4, 48, 0, 0.0f, 8);
-        check_gemv_quant(h, h, 2, 5, 4099, F8, 0, 0, 0.0f, 8);
-        check_gemv_quant(h, F32, 4, 1000, 4096, Q4, 64, 1, 1.0f, 0);
-        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, 0);
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q4, 64, 1, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 12288, 4096, Q4, 128, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, QV(4, 1));
+        check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, QV(16, 1));
+        check_gemv_quant(h, F32, 2, 7, 4097, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 3, 33, 4097, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 17, 4096 + 48, Q4, 48, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 5, 4099, F8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 1000, 4096, Q4, 64, 1, 1.0f, QV(0, 1));
+        /* the register-capped variant (3 blocks of 8 warps an SM) on every method and width, and
+         * without the cap on a shape where the default takes it */
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 1));
+        check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 2, 1000, 4096, F8, 0, 0, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 9, 40, 4096, Q4, 32, 1, 1.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 2, 40, 4096 + 16, Q4, 16, 1, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, QV(0, 1));
         check_dequant(h, 4096, 4096, Q8, 0, 0, 0, 4096, 4096);
         check_dequant(h, 11008, 4096, Q4, 64, 1, 1000, 2000, 4096 + 8);
         check_dequant(h, 300, 4096, Q4, 128, 0, 0, 300, 4096);
@@ -1471,7 +1558,7 @@ int main(int argc, char **argv)
     }
     check_prefill(F32, 1000, 1000, 4, 4, 64, &sw_big, 0);
     check_prefill(F32, 1000, 1000, 4, 2, 128, &bs_big, 0);
-    /* the cache: one split and several (the merge kernel), n_live, GQA, and head_dim 6 (8-byte
+    /* the cache: one split and several (merged by the last split to finish), n_live, GQA, and head_dim 6 (8-byte
      * loads: its rows are 8- but not 16-byte multiples) */
     for (int m = 0; m < 3; m++) {
         check_cache(F32, 0, 1, 4, 4, 128, masks[m], 0, 0);
