@@ -267,8 +267,8 @@ template <typename T, int M, int CB, int R = 8> struct qgeom {
     static constexpr int WIN = 4 * KC;        /* columns per step: the quad's four chunks */
     static constexpr int WORDS = CB / 4;      /* code words per chunk */
     static constexpr int XW = KC / 2;         /* words of x per chunk */
-    /* steps a round: 2 rounds of codes in registers (32 registers, 64 bytes a round a lane); x is
-     * read from L1 at its step, not held */
+    /* steps a round: R words of codes a lane and row, 2 rounds in registers (R = 8: 32 registers,
+     * 64 bytes a round a lane); x is read from L1 at its step, not held */
     static constexpr int U0 = R / WORDS > 0 ? R / WORDS : 1;
     static constexpr int U = U0 > 4 ? 4 : U0;
     /* raw scale bits, converted where used: no instruction waits early on the load */
