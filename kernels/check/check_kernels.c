@@ -822,8 +822,13 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     size_t wsb = lg_k_attn_cache_ws_bytes(n, &shape, n_slots);
     void *ws = wsb ? dpoison(wsb) : NULL;
     KK(lg_k_attn_cache_ws_init(ws, wsb, NULL));
-    KK(lg_k_attn_cache(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, dpos, n_slots,
-                       use_live ? dlive : NULL, n, dqpos, 0, &shape, mask, ws, wsb, NULL));
+    /* twice on one workspace, the output poisoned between: the second call's result is checked,
+     * so a split counter the first left behind would show */
+    for (int call = 0; call < 2; call++) {
+        CK(cudaMemset(dout, 0xff, (size_t)n * ldo * lg_kdtype_size(dt)));
+        KK(lg_k_attn_cache(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, dpos, n_slots,
+                           use_live ? dlive : NULL, n, dqpos, 0, &shape, mask, ws, wsb, NULL));
+    }
     float *g = down(dout, (size_t)n * ldo, dt);
     char shape_s[96], mb[32];
     snprintf(shape_s, sizeof shape_s, "%s P %d n %d slots %d%s heads %d/%d hd %d %s", dname(dt), P,
