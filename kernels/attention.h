@@ -3,7 +3,8 @@
  * head h / (n_heads / n_kv_heads) (n_heads % n_kv_heads == 0). q, k, v and out share dt (float32,
  * float16 or bfloat16). Head h of row t of q is at q + t*ldq + h*head_dim; kv head g of key row j at
  * k + j*ldk + g*head_dim (v likewise); out like q. head_dim: even, 8 .. 256 (tensor-core path for
- * 32, 64 and 128 in float16 or bfloat16; the others, and float32, take a simpler kernel).
+ * 32, 64 and 128 in float16 or bfloat16, on Hopper's wgmma for 128; the others, and float32, take a
+ * simpler kernel).
  * Conventions and the mask: kernel_types.h. */
 #ifndef LG_KERNELS_ATTENTION_H
 #define LG_KERNELS_ATTENTION_H
@@ -68,9 +69,20 @@ int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *slot_pos, con
                   int ldk, const void *v, int ldv, lg_kdtype dt, int kv_dim, const int *slots,
                   const int *pos, int pos0, int n, void *stream);
 
-/* For tests: 1 makes lg_k_attn_prefill take the row kernel for every shape (as for head sizes the
- * tensor-core kernel does not take), 0 restores the automatic choice. Not thread-safe. */
-void lg_k_attn_prefill_force_simple(int on);
+/* lg_k_attn_prefill's kernels. AUTO: the wgmma kernel on compute capability 9.0 for head_dim 128,
+ * else the mma.sync kernel for head_dim 32/64/128 in float16/bfloat16, else the row kernel. */
+typedef enum lg_kprefill_kernel {
+    LG_KPREFILL_AUTO = 0,
+    LG_KPREFILL_ROWS = 1,  /* the row kernel for every shape */
+    LG_KPREFILL_MMA = 2,   /* the mma.sync kernel where it takes the shape, else rows */
+    LG_KPREFILL_WGMMA = 3  /* the wgmma kernel where it takes the shape and device, else AUTO */
+} lg_kprefill_kernel;
+
+/* For tests and benchmarks: the kernel lg_k_attn_prefill takes from now on. Not thread-safe. */
+void lg_k_attn_prefill_force(lg_kprefill_kernel which);
+
+/* Whether the wgmma kernel takes head_dim hd in dt on the current device. */
+int lg_k_attn_prefill_wgmma_takes(int hd, lg_kdtype dt);
 
 #ifdef __cplusplus
 }

@@ -18,106 +18,10 @@
 #include <string.h>
 #include <type_traits>
 
-#include "attention_internal.cuh"
+#include "attention_flash.cuh"
 
 #define FA_BN 64
 #define FA_WARPS 4
-
-struct fa_params {
-    void *out;
-    int ldo;
-    const void *q;
-    int ldq;
-    const void *k;
-    int ldk;
-    const void *v;
-    int ldv;
-    int n, q_pos0, T, k_pos0;
-    int group;
-    float scale_log2;
-    lg_dmask mask;
-};
-
-/* ---------------------------------------------------------------- PTX wrappers */
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = pred ? 16 : 0; /* 0: the 16 bytes are zero-filled */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
-__device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldsm_x4(unsigned *r, const void *smem)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(unsigned *r, const void *smem)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-
-template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi)
-{
-    typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(lo, hi);
-    return *reinterpret_cast<unsigned *>(&v);
-}
-
-/* What pack2 stored, back in float (for the bf16 hi/lo split). */
-template <typename T> __device__ __forceinline__ float2 unpack2(unsigned u)
-{
-    return lg_elem<T>::pair_to_f2(*reinterpret_cast<typename lg_elem<T>::pair *>(&u));
-}
-
-/* ---------------------------------------------------------------- tile walk */
-
-/* The first key tile >= j that some query position in [qp0, qp1] sees, or jend. Jumps over the gap
- * between the sinks and the window (sink_window) or to the next strided / local block
- * (block_strided), so skipped tiles cost nothing. */
-__device__ int fa_next_tile(const fa_params &p, int j, int jend, int qp0, int qp1)
-{
-    while (j < jend) {
-        int k0 = p.k_pos0 + j * FA_BN, k1 = p.k_pos0 + min(j * FA_BN + FA_BN, p.T) - 1;
-        if (k0 > qp1)
-            return jend;
-        if (lg_dmask_any(p.mask, qp0, qp1, k0, k1))
-            return j;
-        int next = j + 1, pos = -1;
-        if (p.mask.kind == LG_KMASK_SINK_WINDOW && k0 >= p.mask.sink) {
-            pos = qp0 - p.mask.window + 1; /* the oldest key the window shows */
-        } else if (p.mask.kind == LG_KMASK_BLOCK_STRIDED) {
-            int B = p.mask.block, S = p.mask.stride;
-            int kb1 = k1 / B;
-            int strided = (kb1 + 2 + S - 1) / S * S - 1; /* smallest kb > kb1, (kb + 1) % S == 0 */
-            int local = max(qp0 / B - p.mask.local + 1, kb1 + 1);
-            pos = min(strided, local) * B;
-        }
-        if (pos > p.k_pos0) {
-            int jj = (pos - p.k_pos0) / FA_BN;
-            if (jj > next)
-                next = jj;
-        }
-        j = next;
-    }
-    return jend;
-}
 
 /* ---------------------------------------------------------------- the kernel */
 
@@ -165,7 +69,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
         }
     };
 
-    int j = fa_next_tile(p, 0, jend, qp0, qp1);
+    int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1);
     if (j < jend)
         load_kv(j, 0);
     cp_async_commit();
@@ -186,7 +90,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
 
     int buf = 0;
     while (j < jend) {
-        int jn = fa_next_tile(p, j + 1, jend, qp0, qp1);
+        int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
         if (jn < jend)
             load_kv(jn, buf ^ 1);
         cp_async_commit();
@@ -323,11 +227,16 @@ static int fa_launch(const fa_params &p, int n_heads, cudaStream_t s, const char
 
 /* ---------------------------------------------------------------- the launcher */
 
-static int force_simple = 0;
+static lg_kprefill_kernel forced = LG_KPREFILL_AUTO;
 
-extern "C" void lg_k_attn_prefill_force_simple(int on)
+extern "C" void lg_k_attn_prefill_force(lg_kprefill_kernel which)
 {
-    force_simple = on;
+    forced = which;
+}
+
+extern "C" int lg_k_attn_prefill_wgmma_takes(int hd, lg_kdtype dt)
+{
+    return lg_fa_sm90_takes(hd, dt);
 }
 
 static bool aligned16(const void *ptr)
@@ -359,7 +268,7 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
     if (n == 0)
         return 0;
     cudaStream_t s = LG_CUDA_STREAM(stream);
-    bool tc = !force_simple && dt != LG_KDT_F32 && (hd == 32 || hd == 64 || hd == 128) &&
+    bool tc = forced != LG_KPREFILL_ROWS && dt != LG_KDT_F32 && (hd == 32 || hd == 64 || hd == 128) &&
               ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && ldo % 8 == 0 && aligned16(q) &&
               aligned16(k) && aligned16(v) && aligned16(out);
     if (tc) {
@@ -381,6 +290,8 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
         p.scale_log2 = shape->scale * 1.4426950408889634f;
         p.mask = m;
         int nh = shape->n_heads;
+        if (forced != LG_KPREFILL_MMA && lg_fa_sm90_takes(hd, dt))
+            return lg_fa_sm90_launch(p, dt, nh, s, who);
         if (dt == LG_KDT_F16)
             return hd == 32 ? fa_launch<__half, 32>(p, nh, s, who)
                  : hd == 64 ? fa_launch<__half, 64>(p, nh, s, who)

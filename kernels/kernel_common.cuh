@@ -242,6 +242,10 @@ bool lg_pdl_enabled();
 /* The current device's SM count (1 if it cannot be read). */
 int lg_sm_count();
 
+/* Whether the current device is compute capability 9.0 (H100/H200), whose sm_90a code has the
+ * wgmma kernels (the portable compute_80 PTX target has them compiled out). */
+bool lg_is_sm90();
+
 /* kern<<<grid, block, smem, s>>>(args...), with programmatic dependent launch where
  * lg_pdl_enabled(). kern must follow the rules above. Errors: cudaGetLastError, as with <<< >>>. */
 template <typename... KArgs, typename... Args>

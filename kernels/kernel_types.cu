@@ -11,7 +11,7 @@ static thread_local char lg_k_msg[512];
 
 /* per thread (a tensor-parallel engine drives one device a thread): the device last asked about
  * and what the launchers need to know of it */
-static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1;
+static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1, sm90 = 0;
 
 static bool refresh_device_attrs()
 {
@@ -24,7 +24,8 @@ static bool refresh_device_attrs()
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        pdl_on = major == 9 && minor == 0 && !(env && strcmp(env, "0") == 0);
+        sm90 = major == 9 && minor == 0;
+        pdl_on = sm90 && !(env && strcmp(env, "0") == 0);
         sm_count = sms > 0 ? sms : 1;
         attr_device = dev;
     }
@@ -39,6 +40,11 @@ bool lg_pdl_enabled()
 int lg_sm_count()
 {
     return refresh_device_attrs() ? sm_count : 1;
+}
+
+bool lg_is_sm90()
+{
+    return refresh_device_attrs() && sm90;
 }
 
 extern "C" int lg_k_pdl_active(void)

@@ -1,6 +1,6 @@
 /* lg-kernel-check: every CUDA kernel of kernels/ against its CPU twin on random data, then timings.
  *
- *   lg-kernel-check [--no-bench]
+ *   lg-kernel-check [--no-bench | --bench-prefill | --bench-decode-splits]
  *
  * Each check draws fresh random inputs (never zeros), rounds them to the kernel's input types so that
  * the CPU twin sees exactly the values the GPU reads, poisons the outputs (all bits set: NaN in every
@@ -747,8 +747,11 @@ static void attention_ref(const lg_kmask *mask, int P, int n, const float *k, co
 
 /* n queries at positions T-n..T-1 over keys 0..T-1 (prefill of the last n of T tokens). */
 static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, const lg_kmask *mask,
-                          int simple)
+                          lg_kprefill_kernel which)
 {
+    /* the wgmma kernel where it takes the shape; the cases it does not take are the others' */
+    if (which == LG_KPREFILL_WGMMA && !lg_k_attn_prefill_wgmma_takes(hd, dt))
+        return;
     int ldq = nh * hd + (hd % 8 ? 2 : 8), ldkv = nkv * hd + (hd % 8 ? 2 : 8), ldo = ldq;
     /* q scaled by 3: scores of std ~1, so the softmax is neither flat nor one-hot */
     float *q = rnd((size_t)n * ldq, 3.0f, 0.0f, dt);
@@ -759,16 +762,19 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     void *dv = up(v, (size_t)T * ldkv, dt);
     void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
-    lg_k_attn_prefill_force_simple(simple);
+    lg_k_attn_prefill_force(which);
     KK(lg_k_attn_prefill(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, n, T - n, T, 0, &shape, mask,
                          NULL));
-    lg_k_attn_prefill_force_simple(0);
+    lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
     float *g = down(dout, (size_t)n * ldo, dt);
     char shape_s[96], mb[32];
     snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s", dname(dt), T, n, nh, nkv,
              hd, mask_name(mask, mb, sizeof mb));
     /* float32 always takes the row kernel */
-    report(simple || dt == LG_KDT_F32 ? "prefill (rows)" : "prefill", shape_s, g, ref, n, nh * hd,
+    const char *kname = which == LG_KPREFILL_ROWS || dt == LG_KDT_F32 ? "prefill (rows)"
+                      : which == LG_KPREFILL_WGMMA                   ? "prefill (wgmma)"
+                                                                     : "prefill (mma)";
+    report(kname, shape_s, g, ref, n, nh * hd,
            ldo, dt, bound_of(dt, dt));
     free(q), free(k), free(v), free(ref), free(g);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
@@ -1265,8 +1271,10 @@ static double visible_pairs(const lg_kmask *m, int T)
     return pairs;
 }
 
-static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *mask)
+static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *mask,
+                          lg_kprefill_kernel which)
 {
+    lg_k_attn_prefill_force(which);
     size_t n = (size_t)T * nh * hd;
     float *h = rnd(n, 1.0f, 0.0f, dt);
     void *q = up(h, n, dt), *k = up(h, n, dt), *v = up(h, n, dt), *o = dpoison(n * 2);
@@ -1287,13 +1295,34 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
             CK(cudaEventElapsedTime(&t[r], e0, e1));
     }
     CK(cudaGetLastError());
+    lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
     float ms = median(t, reps);
     double flops = 4.0 * hd * nh * visible_pairs(mask, T);
     char mb[32];
-    printf("BENCH prefill %s T %6d heads %d hd %d %-12s: %9.3f ms  %6.1f TFLOP/s\n", dname(dt), T,
-           nh, hd, mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
+    const char *kname = which == LG_KPREFILL_MMA ? "mma" : lg_k_attn_prefill_wgmma_takes(hd, dt) ? "wgmma" : "mma";
+    printf("BENCH prefill %-5s %s T %6d heads %d hd %d %-12s: %9.3f ms  %6.1f TFLOP/s\n", kname,
+           dname(dt), T, nh, hd, mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
+/* Llama-2-7B's prefill attention (32 heads of 128) at 4K and 16K, full and the two sparse masks,
+ * through the kernel lg_k_attn_prefill chooses and through the mma.sync kernel. */
+static void bench_prefill_all(void)
+{
+    lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
+    lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
+    lg_kmask bs_llm = {LG_KMASK_BLOCK_STRIDED, 0, 0, 64, 16, 16};
+    const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16};
+    for (int w = 0; w < 2; w++) {
+        lg_kprefill_kernel which = w ? LG_KPREFILL_MMA : LG_KPREFILL_AUTO;
+        for (int i = 0; i < 2; i++) {
+            bench_prefill(H[i], 4096, 32, 128, &full, which);
+            bench_prefill(H[i], 16384, 32, 128, &full, which);
+        }
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which);
+    }
 }
 
 /* Decode attention (one query) over n_slots cached positions, slots in position order: the time and
@@ -1375,6 +1404,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "--bench-decode-splits") == 0) {
         bench_decode_splits(copy_bandwidth());
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--bench-prefill") == 0) {
+        bench_prefill_all();
         return 0;
     }
     struct cudaDeviceProp prop;
@@ -1511,24 +1544,29 @@ int main(int argc, char **argv)
     const lg_kmask *masks[3] = {&full, &sw, &bs};
     for (int i = 0; i < 2; i++) {
         lg_kdtype dt = H[i];
-        /* tensor-core kernel (hd 32/64/128) and the row kernel on the same cases */
-        for (int simple = 0; simple < 2; simple++) {
+        /* the tensor-core kernels (mma.sync: hd 32/64/128; wgmma: hd 128 on Hopper) and the row
+         * kernel on the same cases */
+        const lg_kprefill_kernel kernels[3] = {LG_KPREFILL_MMA, LG_KPREFILL_WGMMA, LG_KPREFILL_ROWS};
+        for (int kn = 0; kn < 3; kn++) {
+            lg_kprefill_kernel kern = kernels[kn];
             for (int m = 0; m < 3; m++) {
-                check_prefill(dt, 1, 1, 4, 4, 128, masks[m], simple);
-                check_prefill(dt, 17, 17, 8, 4, 64, masks[m], simple);
-                check_prefill(dt, 256, 256, 8, 2, 128, masks[m], simple);
-                check_prefill(dt, 1000, 1000, 4, 1, 32, masks[m], simple);
-                check_prefill(dt, 1000, 77, 8, 2, 128, masks[m], simple);
+                check_prefill(dt, 1, 1, 4, 4, 128, masks[m], kern);
+                check_prefill(dt, 17, 17, 8, 4, 64, masks[m], kern);
+                check_prefill(dt, 256, 256, 8, 2, 128, masks[m], kern);
+                check_prefill(dt, 1000, 1000, 4, 1, 32, masks[m], kern);
+                check_prefill(dt, 1000, 77, 8, 2, 128, masks[m], kern);
+                check_prefill(dt, 1537, 1537, 4, 2, 128, masks[m], kern);
             }
-            check_prefill(dt, 1000, 1000, 4, 4, 64, &sw_big, simple);
-            check_prefill(dt, 1000, 1000, 4, 2, 128, &bs_big, simple);
+            check_prefill(dt, 3000, 129, 8, 8, 128, &sw_big, kern);
+            check_prefill(dt, 1000, 1000, 4, 4, 64, &sw_big, kern);
+            check_prefill(dt, 1000, 1000, 4, 2, 128, &bs_big, kern);
         }
         /* head sizes only the row kernel takes */
         for (int m = 0; m < 3; m++) {
-            check_prefill(dt, 17, 17, 4, 2, 8, masks[m], 0);
-            check_prefill(dt, 300, 300, 4, 4, 8, masks[m], 0);
-            check_prefill(dt, 100, 100, 2, 1, 96, masks[m], 0);
-            check_prefill(dt, 50, 50, 2, 2, 6, masks[m], 0);
+            check_prefill(dt, 17, 17, 4, 2, 8, masks[m], LG_KPREFILL_AUTO);
+            check_prefill(dt, 300, 300, 4, 4, 8, masks[m], LG_KPREFILL_AUTO);
+            check_prefill(dt, 100, 100, 2, 1, 96, masks[m], LG_KPREFILL_AUTO);
+            check_prefill(dt, 50, 50, 2, 2, 6, masks[m], LG_KPREFILL_AUTO);
         }
         for (int m = 0; m < 3; m++) {
             check_cache(dt, 0, 1, 4, 4, 128, masks[m], 0, 0);
@@ -1550,19 +1588,19 @@ int main(int argc, char **argv)
      * 0, head_dim <= 128 and rows are 16-byte aligned, else 8-byte loads of 2 (head_dim 6, 100 and
      * 250 with ld % 4 == 2; 256); head_dim 8 with 8/4 heads is stories260K's */
     for (int m = 0; m < 3; m++) {
-        check_prefill(F32, 1, 1, 4, 4, 128, masks[m], 0);
-        check_prefill(F32, 17, 17, 8, 4, 64, masks[m], 0);
-        check_prefill(F32, 256, 256, 8, 2, 128, masks[m], 0);
-        check_prefill(F32, 1000, 77, 8, 2, 32, masks[m], 0);
-        check_prefill(F32, 200, 200, 8, 4, 8, masks[m], 0);
-        check_prefill(F32, 100, 100, 2, 1, 96, masks[m], 0);
-        check_prefill(F32, 50, 50, 2, 2, 6, masks[m], 0);
-        check_prefill(F32, 100, 100, 2, 1, 100, masks[m], 0);
-        check_prefill(F32, 40, 40, 2, 1, 250, masks[m], 0);
-        check_prefill(F32, 64, 64, 2, 2, 256, masks[m], 0);
+        check_prefill(F32, 1, 1, 4, 4, 128, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 17, 17, 8, 4, 64, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 256, 256, 8, 2, 128, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 1000, 77, 8, 2, 32, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 200, 200, 8, 4, 8, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 100, 100, 2, 1, 96, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 50, 50, 2, 2, 6, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 100, 100, 2, 1, 100, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 40, 40, 2, 1, 250, masks[m], LG_KPREFILL_AUTO);
+        check_prefill(F32, 64, 64, 2, 2, 256, masks[m], LG_KPREFILL_AUTO);
     }
-    check_prefill(F32, 1000, 1000, 4, 4, 64, &sw_big, 0);
-    check_prefill(F32, 1000, 1000, 4, 2, 128, &bs_big, 0);
+    check_prefill(F32, 1000, 1000, 4, 4, 64, &sw_big, LG_KPREFILL_AUTO);
+    check_prefill(F32, 1000, 1000, 4, 2, 128, &bs_big, LG_KPREFILL_AUTO);
     /* the cache: one split and several (merged by the last split to finish), n_live, GQA, and head_dim 6 (8-byte
      * loads: its rows are 8- but not 16-byte multiples) */
     for (int m = 0; m < 3; m++) {
@@ -1606,13 +1644,7 @@ int main(int argc, char **argv)
         bench_gemv(blas, LG_KDT_F16, 32000, 4096, copy);
         bench_quant_all((size_t)prop.l2CacheSize, copy);
         lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
-        lg_kmask bs_llm = {LG_KMASK_BLOCK_STRIDED, 0, 0, 64, 16, 16};
-        bench_prefill(LG_KDT_F16, 4096, 32, 128, &full);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &full);
-        bench_prefill(LG_KDT_BF16, 4096, 32, 128, &full);
-        bench_prefill(LG_KDT_BF16, 16384, 32, 128, &full);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm);
+        bench_prefill_all();
         /* Llama-2-7B's attention layer at 4K, 32K and 128K, and its sink_window twin */
         bench_decode(LG_KDT_F16, 4096, 32, 32, 128, &full, 4095, copy);
         bench_decode(LG_KDT_F16, 32768, 32, 32, 128, &full, 32767, copy);
