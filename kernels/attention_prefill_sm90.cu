@@ -1,10 +1,14 @@
 /* Flash-style prefill attention for Hopper (compute capability 9.0): the same algorithm as the
  * mma.sync kernel of attention_prefill.cu (tiles of keys, online softmax in base 2, masked tiles
  * never loaded), on the warpgroup tensor-core instructions (wgmma), which H100 runs at about twice
- * the rate of mma.sync.
+ * the rate of mma.sync, fed by the tensor memory accelerator (TMA), in the manner of
+ * FlashAttention-3.
  *
- * A block owns BM = 128 queries of one head: two warpgroups of 64 rows each. Key/value tiles of
- * BN = 128 rows stream through three shared-memory stages by cp.async. Per tile each warpgroup
+ * A block owns BM = 128 queries of one head and has three warpgroups. The first is the producer:
+ * one thread walks the key tiles the mask shows and has the TMA copy each BN = 128-row tile of K
+ * and V into one of three shared-memory stages (an mbarrier per stage says "full", another "empty"
+ * again), with most of its registers handed to the others (setmaxnreg). The other two are the
+ * consumers, 64 query rows each, and run at their own pace. Per tile each consumer
  *   S = Q K^T      wgmma, both operands in shared memory (Q and K rows are K-major, 128-byte swizzle)
  *   O += P V       wgmma, P from registers (the S accumulators repacked), V transposed by the unit
  * and the two overlap across tiles: S of tile j is issued together with P V of tile j-1, so the
@@ -18,8 +22,11 @@
  * float16), one more P V product per tile.
  *
  * Head size 128 only (Llama's); the others take the mma.sync kernel. CPU twin: lg_attention_cpu. */
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <type_traits>
 
 #include "attention_flash.cuh"
@@ -28,7 +35,7 @@
 #define SM90_BM 128
 #define SM90_BN 128
 #define SM90_STAGES 3
-#define SM90_THREADS 256
+#define SM90_THREADS 384 /* producer + two consumer warpgroups */
 
 /* Only the sm_90a build has wgmma; the portable compute_80 PTX gets an empty kernel that the
  * launcher never starts (lg_fa_sm90_takes is false off compute capability 9.0). */
@@ -80,10 +87,52 @@ static __device__ __forceinline__ void wg_hold(float (&d)[64])
         asm volatile("" : "+f"(d[i])::"memory");
 }
 
-/* Shared memory written through the generic proxy (cp.async) made visible to wgmma's reads. */
-static __device__ __forceinline__ void fence_async_smem()
+/* 2^x on the special-function unit (inputs far below -126 give 0, -inf gives 0) */
+static __device__ __forceinline__ float fast_exp2(float x)
 {
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* ---- mbarriers and the TMA */
+static __device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, int parity)
+{
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+static __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+
+/* box (64 columns x rows) at column x, row y of the tensor map's matrix into dst, 128-byte swizzled;
+ * rows past the matrix's end arrive as zeros */
+static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int x, int y,
+                                                uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(x), "r"(y), "r"(bar)
+                 : "memory");
 }
 
 /* d (64x128 f32) = or += A (64x16, shared, K-major) * B (16x128, shared, K-major) */
@@ -123,32 +172,39 @@ static __device__ __forceinline__ void wg_rs_t(float (&d)[64], const unsigned (&
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
-/* Byte offset of 16-byte chunk c (0 .. HD/8 - 1) of row r in a [HD / 64][rows][64] tile. */
-static __device__ __forceinline__ uint32_t sm90_chunk(int rows, int r, int c)
-{
-    return (uint32_t)((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-}
 #endif
 
 /* ---------------------------------------------------------------- the kernel */
 
+/* The kernel's argument: the tensor maps must live in parameter space (__grid_constant__). */
+struct sm90_args {
+    CUtensorMap q, k, v; /* [rows][ld] matrices, boxes of 64 columns x 128 rows */
+    fa_params p;
+};
 
 template <typename T>
-__global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_params p)
+__global__ void __launch_bounds__(SM90_THREADS, 1)
+    flash_prefill_sm90_kernel(const __grid_constant__ sm90_args args)
 {
 #ifdef LG_HAVE_WGMMA
-    constexpr int HD = SM90_HD, BM = SM90_BM, BN = SM90_BN, C = HD / 8, NT = SM90_THREADS;
+    constexpr int HD = SM90_HD, BM = SM90_BM, BN = SM90_BN, ST = SM90_STAGES;
     constexpr int KSTEPS = HD / 16, PSTEPS = BN / 16;
     constexpr uint32_t TILE = BN * HD * 2; /* bytes of one K or V tile */
     constexpr bool BF = std::is_same<T, __nv_bfloat16>::value;
+    const fa_params &p = args.p;
     extern __shared__ unsigned char sm90_raw[];
-    /* 128-byte swizzle repeats every 1024 bytes and wgmma computes it from the address */
-    unsigned char *smem = (unsigned char *)(((uintptr_t)sm90_raw + 1023) & ~(uintptr_t)1023);
-    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
-    const uint32_t q_s = sbase, kv_s = sbase + BM * HD * 2; /* stage st: K at kv_s + 2*st*TILE, V after */
+    __shared__ __align__(8) uint64_t bars[2 * ST + 1]; /* full[ST], empty[ST], q */
+    /* 128-byte swizzle repeats every 1024 bytes and both the TMA and wgmma compute it from the
+     * address */
+    const uint32_t raw_s = (uint32_t)__cvta_generic_to_shared(sm90_raw);
+    const uint32_t q_s = (raw_s + 1023) & ~1023u;
+    const uint32_t kv_s = q_s + BM * HD * 2; /* stage st: K at kv_s + 2 st TILE, V after it */
+    const uint32_t bar_s = (uint32_t)__cvta_generic_to_shared(bars);
+    auto full_bar = [&](int st) { return bar_s + 8 * st; };
+    auto empty_bar = [&](int st) { return bar_s + 8 * (ST + st); };
+    const uint32_t q_bar = bar_s + 8 * 2 * ST;
 
-    const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, wl = (tid >> 5) & 3;
-    const int g = lane >> 2, tq = lane & 3;
+    const int tid = threadIdx.x, wg = tid >> 7;
     const int qtile = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
     const int h = blockIdx.y, kvh = h / p.group;
     const int m0 = qtile * BM, rows = min(BM, p.n - m0);
@@ -156,30 +212,46 @@ __global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_
     const int kend = min(p.T, qp1 - p.k_pos0 + 1);
     const int jend = kend > 0 ? (kend + BN - 1) / BN : 0;
 
-    const T *qg = (const T *)p.q + (size_t)m0 * p.ldq + (size_t)h * HD;
-    const T *kg = (const T *)p.k + (size_t)kvh * HD;
-    const T *vg = (const T *)p.v + (size_t)kvh * HD;
-
-    for (int i = tid; i < BM * C; i += NT) {
-        int r = i / C, c = i % C;
-        bool ok = r < rows;
-        cp_async16(smem + sm90_chunk(BM, r, c), qg + (size_t)(ok ? r : 0) * p.ldq + c * 8, ok);
-    }
-    auto load_kv = [&](int jt, int st) {
-        int r0 = jt * BN;
-        unsigned char *kd = smem + BM * HD * 2 + 2 * st * TILE, *vd = kd + TILE;
-        for (int i = tid; i < BN * C; i += NT) {
-            int r = i / C, c = i % C;
-            bool ok = r0 + r < p.T;
-            size_t src = ok ? (size_t)(r0 + r) : 0;
-            cp_async16(kd + sm90_chunk(BN, r, c), kg + src * p.ldk + c * 8, ok);
-            cp_async16(vd + sm90_chunk(BN, r, c), vg + src * p.ldv + c * 8, ok);
+    if (tid == 0) {
+        for (int st = 0; st < ST; st++) {
+            mbar_init(full_bar(st), 1);
+            mbar_init(empty_bar(st), 2 * 128);
         }
-    };
+        mbar_init(q_bar, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
 
-    /* this warpgroup's 64 rows of Q; K and V of stage st */
+    if (wg == 0) { /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        if (tid != 0)
+            return;
+        mbar_expect(q_bar, BM * HD * 2);
+        for (int half = 0; half < HD / 64; half++)
+            tma_load(q_s + half * BM * 128, &args.q, h * HD + half * 64, m0, q_bar);
+        int it = 0;
+        for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend;
+             j = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1), it++) {
+            int st = it % ST;
+            if (it >= ST)
+                mbar_wait(empty_bar(st), (it / ST - 1) & 1);
+            uint32_t kd = kv_s + 2 * st * TILE;
+            mbar_expect(full_bar(st), 2 * TILE);
+            for (int half = 0; half < HD / 64; half++) {
+                tma_load(kd + half * BN * 128, &args.k, kvh * HD + half * 64, j * BN, full_bar(st));
+                tma_load(kd + TILE + half * BN * 128, &args.v, kvh * HD + half * 64, j * BN,
+                         full_bar(st));
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+    const int cw = wg - 1; /* this consumer's 64 rows: cw * 64 .. */
+    const int lane = tid & 31, wl = (tid >> 5) & 3, g = lane >> 2, tq = lane & 3;
+
     auto q_desc = [&](int kk) {
-        return wg_desc(q_s + (kk >> 2) * BM * 128 + wg * 64 * 128 + (kk & 3) * 32, 16, 1024);
+        return wg_desc(q_s + (kk >> 2) * BM * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
     };
     auto k_desc = [&](int st, int kk) {
         return wg_desc(kv_s + 2 * st * TILE + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
@@ -195,24 +267,28 @@ __global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_
         o[i] = 0.0f;
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
     unsigned pa[PSTEPS][4], plo[BF ? PSTEPS : 1][4];
-    const int row_in_block = wg * 64 + wl * 16 + g; /* and + 8 */
-
+    const int row_in_block = cw * 64 + wl * 16 + g; /* and + 8 */
     /* S of tile jt scaled to base 2 and masked; then the online-softmax update of row r's max and
      * sum, leaving exp2(S - max) in s. Returns nothing: corr[r] is the rescale of the old O. */
     auto softmax = [&](int jt, float (&corr)[2]) {
         const int kr0 = jt * BN;
         const bool full = kr0 + BN <= p.T &&
                           lg_dmask_all(p.mask, qp0, qp1, p.k_pos0 + kr0, p.k_pos0 + kr0 + BN - 1);
-#pragma unroll
-        for (int i = 0; i < 64; i++) {
-            float x = s[i] * p.scale_log2;
-            if (!full) {
-                int row = row_in_block + ((i >> 1) & 1) * 8;
-                int kr = kr0 + (i >> 2) * 8 + tq * 2 + (i & 1);
-                if (!(kr < p.T && lg_dmask_visible(p.mask, qp0 + row, p.k_pos0 + kr)))
-                    x = -INFINITY;
+        if (!full) {
+            /* the visibility of this thread's 32 keys of each row as bits, in a loop that is not
+             * unrolled: the hot path stays short enough for the instruction cache */
+            uint32_t vis0 = 0, vis1 = 0; /* rows g and g + 8; bit 2 nt + e: key 8 nt + 2 tq + e */
+#pragma unroll 1
+            for (int b = 0; b < 32; b++) {
+                int kr = kr0 + (b >> 1) * 8 + tq * 2 + (b & 1);
+                int kpos = p.k_pos0 + kr, qpos = qp0 + row_in_block;
+                vis0 |= (uint32_t)(kr < p.T && lg_dmask_visible(p.mask, qpos, kpos)) << b;
+                vis1 |= (uint32_t)(kr < p.T && lg_dmask_visible(p.mask, qpos + 8, kpos)) << b;
             }
-            s[i] = x;
+#pragma unroll
+            for (int i = 0; i < 64; i++)
+                if (!((((i >> 1) & 1 ? vis1 : vis0) >> ((i >> 2) * 2 + (i & 1))) & 1))
+                    s[i] = -INFINITY;
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -222,15 +298,16 @@ __global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_
                 mx = fmaxf(mx, fmaxf(s[nt * 4 + 2 * r], s[nt * 4 + 2 * r + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(mrow[r], mx);
+            /* the scale is positive: max(S) scale = max(S scale) */
+            float mn = fmaxf(mrow[r], mx * p.scale_log2);
             float mu = mn == -INFINITY ? 0.0f : mn; /* a row with nothing visible yet stays zero */
-            corr[r] = exp2f(mrow[r] - mu);
+            corr[r] = fast_exp2(mrow[r] - mu);
             mrow[r] = mn;
             float sum = 0.0f;
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++) {
-                s[nt * 4 + 2 * r] = exp2f(s[nt * 4 + 2 * r] - mu);
-                s[nt * 4 + 2 * r + 1] = exp2f(s[nt * 4 + 2 * r + 1] - mu);
+                s[nt * 4 + 2 * r] = fast_exp2(fmaf(s[nt * 4 + 2 * r], p.scale_log2, -mu));
+                s[nt * 4 + 2 * r + 1] = fast_exp2(fmaf(s[nt * 4 + 2 * r + 1], p.scale_log2, -mu));
                 sum += s[nt * 4 + 2 * r] + s[nt * 4 + 2 * r + 1];
             }
             lrow[r] = lrow[r] * corr[r] + sum;
@@ -268,56 +345,34 @@ __global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_
         }
     };
 
-    int jcur = fa_next_tile<BN>(p, 0, jend, qp0, qp1);
-    if (jcur < jend)
-        load_kv(jcur, 0);
-    cp_async_commit();
-    cp_async_wait<0>();
-    fence_async_smem();
-    __syncthreads();
+    mbar_wait(q_bar, 0);
     int it = 0;
-    if (jcur < jend) {
-        int jn = fa_next_tile<BN>(p, jcur + 1, jend, qp0, qp1);
-        if (jn < jend)
-            load_kv(jn, 1);
-        cp_async_commit();
-        wg_fence();
-        issue_s(0);
-        wg_commit();
-        wg_wait<0>();
-        wg_hold(s);
+    for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend;
+         j = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1), it++) {
+        const int st = it % ST, prev = (it + ST - 1) % ST;
         float corr[2];
-        softmax(jcur, corr); /* o is zero: nothing to rescale */
-        pack_p();
-        jcur = jn;
-        it = 1;
-        while (jcur < jend) {
-            cp_async_wait<0>(); /* tile jcur has landed */
-            fence_async_smem();
-            __syncthreads(); /* and every warpgroup is done with the stage refilled next */
-            int jnext = fa_next_tile<BN>(p, jcur + 1, jend, qp0, qp1);
-            if (jnext < jend)
-                load_kv(jnext, (it + 1) % SM90_STAGES);
-            cp_async_commit();
-            wg_fence();
-            issue_s(it % SM90_STAGES);
-            wg_commit();
-            issue_pv((it - 1) % SM90_STAGES);
-            wg_commit();
-            wg_wait<1>(); /* S is in; P V of the previous tile may still run */
-            wg_hold(s);
-            softmax(jcur, corr);
-            wg_wait<0>();
-            wg_hold(o);
-#pragma unroll
-            for (int i = 0; i < 64; i++)
-                o[i] *= corr[(i >> 1) & 1];
-            pack_p();
-            jcur = jnext;
-            it++;
-        }
+        mbar_wait(full_bar(st), (it / ST) & 1);
         wg_fence();
-        issue_pv((it - 1) % SM90_STAGES);
+        issue_s(st);
+        wg_commit();
+        if (it > 0)
+            issue_pv(prev);
+        wg_commit();
+        wg_wait<1>(); /* S is in; P V of the previous tile may still run */
+        wg_hold(s);
+        softmax(j, corr); /* on the first tile corr is 0 and o still zero */
+        wg_wait<0>();
+        wg_hold(o);
+        if (it > 0)
+            mbar_arrive(empty_bar(prev)); /* this consumer is done with the previous tile */
+#pragma unroll
+        for (int i = 0; i < 64; i++)
+            o[i] *= corr[(i >> 1) & 1];
+        pack_p();
+    }
+    if (it > 0) {
+        wg_fence();
+        issue_pv((it - 1) % ST);
         wg_commit();
         wg_wait<0>();
         wg_hold(o);
@@ -345,12 +400,47 @@ __global__ void __launch_bounds__(SM90_THREADS, 1) flash_prefill_sm90_kernel(fa_
 
 /* ---------------------------------------------------------------- the launcher */
 
-bool lg_fa_sm90_takes(int hd, lg_kdtype dt)
+/* cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda) */
+static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder()
 {
-    return hd == SM90_HD && (dt == LG_KDT_F16 || dt == LG_KDT_BF16) && lg_is_sm90();
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = NULL;
+    static bool tried = false;
+    if (!tried) {
+        void *f = NULL;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                             &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)f;
+        tried = true;
+    }
+    return fn;
 }
 
-template <typename T> static int sm90_launch(const fa_params &p, int n_heads, cudaStream_t s, const char *who)
+bool lg_fa_sm90_takes(int hd, lg_kdtype dt)
+{
+    return hd == SM90_HD && (dt == LG_KDT_F16 || dt == LG_KDT_BF16) && lg_is_sm90() &&
+           tensor_map_encoder() != NULL;
+}
+
+/* rows x ld matrix of 16-bit elements at base, read in boxes of 64 columns x 128 rows */
+static int tensor_map(CUtensorMap *m, lg_kdtype dt, const void *base, int ld, int rows, const char *who)
+{
+    cuuint64_t dims[2] = {(cuuint64_t)ld, (cuuint64_t)rows};
+    cuuint64_t strides[1] = {(cuuint64_t)ld * 2};
+    cuuint32_t box[2] = {64, 128}, estr[2] = {1, 1};
+    CUresult r = tensor_map_encoder()(
+        m, dt == LG_KDT_F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+        (void *)base, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return lg_k_fail("%s: cuTensorMapEncodeTiled failed (%d) for ld %d, %d rows", who, (int)r, ld,
+                         rows);
+    return 0;
+}
+
+template <typename T> static int sm90_launch(const sm90_args &a, int n_heads, cudaStream_t s, const char *who)
 {
     size_t smem = (size_t)SM90_BM * SM90_HD * 2 + (size_t)SM90_STAGES * 2 * SM90_BN * SM90_HD * 2 + 1024;
     static bool attr_set = false; /* once per instantiation */
@@ -359,14 +449,20 @@ template <typename T> static int sm90_launch(const fa_params &p, int n_heads, cu
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set = true;
     }
-    dim3 grid((p.n + SM90_BM - 1) / SM90_BM, n_heads);
-    flash_prefill_sm90_kernel<T><<<grid, SM90_THREADS, smem, s>>>(p);
+    dim3 grid((a.p.n + SM90_BM - 1) / SM90_BM, n_heads);
+    flash_prefill_sm90_kernel<T><<<grid, SM90_THREADS, smem, s>>>(a);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
 
 int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_t s, const char *who)
 {
-    return dt == LG_KDT_F16 ? sm90_launch<__half>(p, n_heads, s, who)
-                            : sm90_launch<__nv_bfloat16>(p, n_heads, s, who);
+    sm90_args a;
+    memset(&a, 0, sizeof a);
+    a.p = p;
+    if (tensor_map(&a.q, dt, p.q, p.ldq, p.n, who) || tensor_map(&a.k, dt, p.k, p.ldk, p.T, who) ||
+        tensor_map(&a.v, dt, p.v, p.ldv, p.T, who))
+        return -1;
+    return dt == LG_KDT_F16 ? sm90_launch<__half>(a, n_heads, s, who)
+                            : sm90_launch<__nv_bfloat16>(a, n_heads, s, who);
 }
