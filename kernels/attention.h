@@ -69,13 +69,14 @@ int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *slot_pos, con
                   int ldk, const void *v, int ldv, lg_kdtype dt, int kv_dim, const int *slots,
                   const int *pos, int pos0, int n, void *stream);
 
-/* lg_k_attn_prefill's kernels. AUTO: the wgmma kernel on compute capability 9.0 for head_dim 128,
- * else the mma.sync kernel for head_dim 32/64/128 in float16/bfloat16, else the row kernel. */
+/* lg_k_attn_prefill's kernels. AUTO: the wgmma kernel on compute capability 9.0 for head_dim 128
+ * (block_strided masks only with blocks of a multiple of 128 keys), else the mma.sync kernel for
+ * head_dim 32/64/128 in float16/bfloat16, else the row kernel. */
 typedef enum lg_kprefill_kernel {
     LG_KPREFILL_AUTO = 0,
     LG_KPREFILL_ROWS = 1,  /* the row kernel for every shape */
     LG_KPREFILL_MMA = 2,   /* the mma.sync kernel where it takes the shape, else rows */
-    LG_KPREFILL_WGMMA = 3  /* the wgmma kernel where it takes the shape and device, else AUTO */
+    LG_KPREFILL_WGMMA = 3  /* the wgmma kernel where it takes the shape and device, any mask */
 } lg_kprefill_kernel;
 
 /* For tests and benchmarks: the kernel lg_k_attn_prefill takes from now on. Not thread-safe. */

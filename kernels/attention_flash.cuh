@@ -106,6 +106,7 @@ static __device__ int fa_next_tile(const fa_params &p, int j, int jend, int qp0,
 /* The wgmma kernel (attention_prefill_sm90.cu): whether it takes head_dim hd in dt on the current
  * device, and its launch (p as for the mma.sync kernel). */
 bool lg_fa_sm90_takes(int hd, lg_kdtype dt);
+bool lg_fa_sm90_prefers(const lg_dmask &m); /* whether AUTO takes it for this mask */
 int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_t s, const char *who);
 
 #endif

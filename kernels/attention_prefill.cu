@@ -290,7 +290,8 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
         p.scale_log2 = shape->scale * 1.4426950408889634f;
         p.mask = m;
         int nh = shape->n_heads;
-        if (forced != LG_KPREFILL_MMA && lg_fa_sm90_takes(hd, dt))
+        if (lg_fa_sm90_takes(hd, dt) &&
+            (forced == LG_KPREFILL_WGMMA || (forced == LG_KPREFILL_AUTO && lg_fa_sm90_prefers(m))))
             return lg_fa_sm90_launch(p, dt, nh, s, who);
         if (dt == LG_KDT_F16)
             return hd == 32 ? fa_launch<__half, 32>(p, nh, s, who)

@@ -95,6 +95,18 @@ static __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
+/* Named barriers 1.. between the consumer warpgroups (0 is __syncthreads'): sync waits until
+ * `count` threads have arrived or synced, arrive does not wait. */
+static __device__ __forceinline__ void named_sync(int id, int count)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+static __device__ __forceinline__ void named_arrive(int id, int count)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 /* ---- mbarriers and the TMA */
 static __device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count)
 {
@@ -346,18 +358,25 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     };
 
     mbar_wait(q_bar, 0);
-    int it = 0;
-    for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend;
-         j = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1), it++) {
+    /* Ping-pong (FlashAttention-3): the consumers take turns to issue their products, so that one's
+     * softmax runs while the other's products keep the tensor cores busy. Named barrier 1 + c is
+     * consumer c's turn: c waits on it, the other arrives. Consumer 0 goes first. */
+    int it = 0, j = fa_next_tile<BN>(p, 0, jend, qp0, qp1);
+    if (cw == 1 && j < jend)
+        named_arrive(1, 2 * 128);
+    for (; j < jend; it++) {
         const int st = it % ST, prev = (it + ST - 1) % ST;
+        const int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
         float corr[2];
         mbar_wait(full_bar(st), (it / ST) & 1);
+        named_sync(1 + cw, 2 * 128);
         wg_fence();
         issue_s(st);
         wg_commit();
         if (it > 0)
             issue_pv(prev);
         wg_commit();
+        named_arrive(2 - cw, 2 * 128);
         wg_wait<1>(); /* S is in; P V of the previous tile may still run */
         wg_hold(s);
         softmax(j, corr); /* on the first tile corr is 0 and o still zero */
@@ -369,8 +388,11 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         for (int i = 0; i < 64; i++)
             o[i] *= corr[(i >> 1) & 1];
         pack_p();
+        j = jn;
     }
     if (it > 0) {
+        if (cw == 0) /* consumer 1's last hand-over, which no turn of consumer 0 took */
+            named_sync(1, 2 * 128);
         wg_fence();
         issue_pv((it - 1) % ST);
         wg_commit();
@@ -421,6 +443,13 @@ bool lg_fa_sm90_takes(int hd, lg_kdtype dt)
 {
     return hd == SM90_HD && (dt == LG_KDT_F16 || dt == LG_KDT_BF16) && lg_is_sm90() &&
            tensor_map_encoder() != NULL;
+}
+
+bool lg_fa_sm90_prefers(const lg_dmask &m)
+{
+    /* blocks narrower than a 128-key tile leave most tiles partly masked: the mma.sync kernel's
+     * 64-key tiles waste less (H200, block_strided(64, 16, 16) at 16K: 57 against 124 TFLOP/s) */
+    return m.kind != LG_KMASK_BLOCK_STRIDED || m.block % SM90_BN == 0;
 }
 
 /* rows x ld matrix of 16-bit elements at base, read in boxes of 64 columns x 128 rows */

@@ -1299,7 +1299,8 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
     float ms = median(t, reps);
     double flops = 4.0 * hd * nh * visible_pairs(mask, T);
     char mb[32];
-    const char *kname = which == LG_KPREFILL_MMA ? "mma" : lg_k_attn_prefill_wgmma_takes(hd, dt) ? "wgmma" : "mma";
+    const char *kname = which == LG_KPREFILL_WGMMA && lg_k_attn_prefill_wgmma_takes(hd, dt) ? "wgmma"
+                                                                                          : "mma";
     printf("BENCH prefill %-5s %s T %6d heads %d hd %d %-12s: %9.3f ms  %6.1f TFLOP/s\n", kname,
            dname(dt), T, nh, hd, mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
@@ -1307,7 +1308,7 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
 }
 
 /* Llama-2-7B's prefill attention (32 heads of 128) at 4K and 16K, full and the two sparse masks,
- * through the kernel lg_k_attn_prefill chooses and through the mma.sync kernel. */
+ * through the wgmma kernel (where the device has it) and through the mma.sync kernel. */
 static void bench_prefill_all(void)
 {
     lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
@@ -1315,7 +1316,7 @@ static void bench_prefill_all(void)
     lg_kmask bs_llm = {LG_KMASK_BLOCK_STRIDED, 0, 0, 64, 16, 16};
     const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16};
     for (int w = 0; w < 2; w++) {
-        lg_kprefill_kernel which = w ? LG_KPREFILL_MMA : LG_KPREFILL_AUTO;
+        lg_kprefill_kernel which = w ? LG_KPREFILL_MMA : LG_KPREFILL_WGMMA;
         for (int i = 0; i < 2; i++) {
             bench_prefill(H[i], 4096, 32, 128, &full, which);
             bench_prefill(H[i], 16384, 32, 128, &full, which);
