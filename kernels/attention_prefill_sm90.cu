@@ -4,16 +4,19 @@
  * the rate of mma.sync, fed by the tensor memory accelerator (TMA), in the manner of
  * FlashAttention-3.
  *
- * A block owns BM = 128 queries of one head and has three warpgroups. The first is the producer:
- * one thread walks the key tiles the mask shows and has the TMA copy each BN = 128-row tile of K
- * and V into one of three shared-memory stages (an mbarrier per stage says "full", another "empty"
- * again), with most of its registers handed to the others (setmaxnreg). The other two are the
- * consumers, 64 query rows each, and run at their own pace. Per tile each consumer
+ * The kernel is persistent: one block an SM, walking work items of BM = 128 queries of one head,
+ * longest first. A block has three warpgroups. The first is the producer: one thread walks the key
+ * tiles the mask shows and has the TMA copy Q and each BN = 128-row tile of K and V into
+ * double-buffered shared memory (an mbarrier per buffer says "full", another "empty" again), with
+ * most of its registers handed to the others (setmaxnreg). It runs ahead into the next item, so a
+ * new item starts with its data in place. The other two are the consumers, 64 query rows each. Per
+ * tile each consumer
  *   S = Q K^T      wgmma, both operands in shared memory (Q and K rows are K-major, 128-byte swizzle)
  *   O += P V       wgmma, P from registers (the S accumulators repacked), V transposed by the unit
  * and the two overlap across tiles: S of tile j is issued together with P V of tile j-1, so the
- * softmax of tile j runs while the tensor cores do P V (FlashAttention-3's in-warpgroup pipelining).
- * That needs K of tile j and V of tile j-1 at once, hence three stages.
+ * softmax of tile j runs while the tensor cores do P V (FlashAttention-3's in-warpgroup pipelining);
+ * K and V have buffers of their own because their tiles are released at different times. The two
+ * consumers also take turns to issue (ping-pong).
  *
  * Shared-memory tiles are [HD / 64][rows][64]: 128-byte rows whose 16-byte chunks are XOR-swizzled
  * by the row's low three bits, the layout wgmma's 128-byte-swizzle descriptors describe.
@@ -34,7 +37,6 @@
 #define SM90_HD 128
 #define SM90_BM 128
 #define SM90_BN 128
-#define SM90_STAGES 3
 #define SM90_THREADS 384 /* producer + two consumer warpgroups */
 
 /* Only the sm_90a build has wgmma; the portable compute_80 PTX gets an empty kernel that the
@@ -186,12 +188,24 @@ static __device__ __forceinline__ void wg_rs_t(float (&d)[64], const unsigned (&
 
 #endif
 
+#ifdef LG_HAVE_WGMMA
+/* The k-th work item of block b of G (or -1): the items are numbered longest query tile first
+ * (the most keys to read), heads fastest, and dealt in rounds of G, every other round backwards,
+ * so that no block always gets the longest of a round. */
+static __device__ __forceinline__ int sm90_item(int k, int b, int G, int n_items)
+{
+    int idx = k * G + ((k & 1) ? G - 1 - b : b);
+    return idx < n_items ? idx : -1;
+}
+#endif
+
 /* ---------------------------------------------------------------- the kernel */
 
 /* The kernel's argument: the tensor maps must live in parameter space (__grid_constant__). */
 struct sm90_args {
     CUtensorMap q, k, v; /* [rows][ld] matrices, boxes of 64 columns x 128 rows */
     fa_params p;
+    int n_qtiles, n_heads; /* work items: n_qtiles x n_heads */
 };
 
 template <typename T>
@@ -199,60 +213,78 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     flash_prefill_sm90_kernel(const __grid_constant__ sm90_args args)
 {
 #ifdef LG_HAVE_WGMMA
-    constexpr int HD = SM90_HD, BM = SM90_BM, BN = SM90_BN, ST = SM90_STAGES;
+    constexpr int HD = SM90_HD, BM = SM90_BM, BN = SM90_BN;
     constexpr int KSTEPS = HD / 16, PSTEPS = BN / 16;
-    constexpr uint32_t TILE = BN * HD * 2; /* bytes of one K or V tile */
+    constexpr uint32_t TILE = BN * HD * 2, QTILE = BM * HD * 2; /* bytes */
     constexpr bool BF = std::is_same<T, __nv_bfloat16>::value;
     const fa_params &p = args.p;
+    const int n_items = args.n_qtiles * args.n_heads, G = gridDim.x, b = blockIdx.x;
     extern __shared__ unsigned char sm90_raw[];
-    __shared__ __align__(8) uint64_t bars[2 * ST + 1]; /* full[ST], empty[ST], q */
+    /* full / empty pairs for Q[2], K[2], V[2]: buffer b of kind i (QB, KB, VB) has its full
+     * barrier at bars[2 * (2 * i + b)], its empty one next to it */
+    __shared__ __align__(8) uint64_t bars[12];
     /* 128-byte swizzle repeats every 1024 bytes and both the TMA and wgmma compute it from the
      * address */
     const uint32_t raw_s = (uint32_t)__cvta_generic_to_shared(sm90_raw);
-    const uint32_t q_s = (raw_s + 1023) & ~1023u;
-    const uint32_t kv_s = q_s + BM * HD * 2; /* stage st: K at kv_s + 2 st TILE, V after it */
+    const uint32_t q_s = (raw_s + 1023) & ~1023u, k_s = q_s + 2 * QTILE, v_s = k_s + 2 * TILE;
     const uint32_t bar_s = (uint32_t)__cvta_generic_to_shared(bars);
-    auto full_bar = [&](int st) { return bar_s + 8 * st; };
-    auto empty_bar = [&](int st) { return bar_s + 8 * (ST + st); };
-    const uint32_t q_bar = bar_s + 8 * 2 * ST;
+    auto full_bar = [&](int buf, int i) { return bar_s + 16 * (2 * i + buf); };
+    auto empty_bar = [&](int buf, int i) { return bar_s + 16 * (2 * i + buf) + 8; };
+    enum { QB = 0, KB = 1, VB = 2 };
 
     const int tid = threadIdx.x, wg = tid >> 7;
-    const int qtile = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
-    const int h = blockIdx.y, kvh = h / p.group;
-    const int m0 = qtile * BM, rows = min(BM, p.n - m0);
-    const int qp0 = p.q_pos0 + m0, qp1 = qp0 + rows - 1;
-    const int kend = min(p.T, qp1 - p.k_pos0 + 1);
-    const int jend = kend > 0 ? (kend + BN - 1) / BN : 0;
-
     if (tid == 0) {
-        for (int st = 0; st < ST; st++) {
-            mbar_init(full_bar(st), 1);
-            mbar_init(empty_bar(st), 2 * 128);
+        for (int i = 0; i < 6; i++) {
+            mbar_init(bar_s + 16 * i, 1);
+            mbar_init(bar_s + 16 * i + 8, 2 * 128);
         }
-        mbar_init(q_bar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
+
+    /* the geometry of work item idx */
+    int h = 0, kvh = 0, m0 = 0, rows = 0, qp0 = 0, qp1 = 0, jend = 0;
+    auto item_geometry = [&](int idx) {
+        int qtile = args.n_qtiles - 1 - idx / args.n_heads;
+        h = idx % args.n_heads;
+        kvh = h / p.group;
+        m0 = qtile * BM;
+        rows = min(BM, p.n - m0);
+        qp0 = p.q_pos0 + m0;
+        qp1 = qp0 + rows - 1;
+        int kend = min(p.T, qp1 - p.k_pos0 + 1);
+        jend = kend > 0 ? (kend + BN - 1) / BN : 0;
+    };
 
     if (wg == 0) { /* the producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (tid != 0)
             return;
-        mbar_expect(q_bar, BM * HD * 2);
-        for (int half = 0; half < HD / 64; half++)
-            tma_load(q_s + half * BM * 128, &args.q, h * HD + half * 64, m0, q_bar);
-        int it = 0;
-        for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend;
-             j = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1), it++) {
-            int st = it % ST;
-            if (it >= ST)
-                mbar_wait(empty_bar(st), (it / ST - 1) & 1);
-            uint32_t kd = kv_s + 2 * st * TILE;
-            mbar_expect(full_bar(st), 2 * TILE);
-            for (int half = 0; half < HD / 64; half++) {
-                tma_load(kd + half * BN * 128, &args.k, kvh * HD + half * 64, j * BN, full_bar(st));
-                tma_load(kd + TILE + half * BN * 128, &args.v, kvh * HD + half * 64, j * BN,
-                         full_bar(st));
+        int it = 0; /* tiles loaded so far, over all items: tile it goes to buffer it & 1 */
+        for (int k = 0, idx; (idx = sm90_item(k, b, G, n_items)) >= 0; k++) {
+            item_geometry(idx);
+            int qb = k & 1;
+            if (k >= 2)
+                mbar_wait(empty_bar(qb, QB), ((k >> 1) - 1) & 1);
+            mbar_expect(full_bar(qb, QB), QTILE);
+            for (int half = 0; half < HD / 64; half++)
+                tma_load(q_s + qb * QTILE + half * BM * 128, &args.q, h * HD + half * 64, m0,
+                         full_bar(qb, QB));
+            for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend;
+                 j = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1), it++) {
+                int st = it & 1;
+                if (it >= 2)
+                    mbar_wait(empty_bar(st, KB), ((it >> 1) - 1) & 1);
+                mbar_expect(full_bar(st, KB), TILE);
+                for (int half = 0; half < HD / 64; half++)
+                    tma_load(k_s + st * TILE + half * BN * 128, &args.k, kvh * HD + half * 64,
+                             j * BN, full_bar(st, KB));
+                if (it >= 2)
+                    mbar_wait(empty_bar(st, VB), ((it >> 1) - 1) & 1);
+                mbar_expect(full_bar(st, VB), TILE);
+                for (int half = 0; half < HD / 64; half++)
+                    tma_load(v_s + st * TILE + half * BN * 128, &args.v, kvh * HD + half * 64,
+                             j * BN, full_bar(st, VB));
             }
         }
         return;
@@ -261,34 +293,45 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
     const int cw = wg - 1; /* this consumer's 64 rows: cw * 64 .. */
     const int lane = tid & 31, wl = (tid >> 5) & 3, g = lane >> 2, tq = lane & 3;
+    const int row_in_block = cw * 64 + wl * 16 + g; /* and + 8 */
 
-    auto q_desc = [&](int kk) {
-        return wg_desc(q_s + (kk >> 2) * BM * 128 + cw * 64 * 128 + (kk & 3) * 32, 16, 1024);
+    auto q_desc = [&](int qb, int kk) {
+        return wg_desc(q_s + qb * QTILE + (kk >> 2) * BM * 128 + cw * 64 * 128 + (kk & 3) * 32, 16,
+                       1024);
     };
     auto k_desc = [&](int st, int kk) {
-        return wg_desc(kv_s + 2 * st * TILE + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+        return wg_desc(k_s + st * TILE + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
     };
     /* V as the MN-major B of P V: 64-column halves BN * 128 bytes apart, 8-key groups 1024 */
     auto v_desc = [&](int st, int kk) {
-        return wg_desc(kv_s + 2 * st * TILE + TILE + kk * 16 * 128, BN * 128, 1024);
+        return wg_desc(v_s + st * TILE + kk * 16 * 128, BN * 128, 1024);
     };
 
     float o[64], s[64];
-#pragma unroll
-    for (int i = 0; i < 64; i++)
-        o[i] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    float mrow[2], lrow[2];
     unsigned pa[PSTEPS][4], plo[BF ? PSTEPS : 1][4];
-    const int row_in_block = cw * 64 + wl * 16 + g; /* and + 8 */
     /* S of tile jt scaled to base 2 and masked; then the online-softmax update of row r's max and
      * sum, leaving exp2(S - max) in s. Returns nothing: corr[r] is the rescale of the old O. */
     auto softmax = [&](int jt, float (&corr)[2]) {
         const int kr0 = jt * BN;
         const bool full = kr0 + BN <= p.T &&
                           lg_dmask_all(p.mask, qp0, qp1, p.k_pos0 + kr0, p.k_pos0 + kr0 + BN - 1);
-        if (!full) {
-            /* the visibility of this thread's 32 keys of each row as bits, in a loop that is not
-             * unrolled: the hot path stays short enough for the instruction cache */
+        if (!full && p.mask.kind != LG_KMASK_BLOCK_STRIDED) {
+            /* causal, and the sink + window: comparisons */
+            const int qpos = qp0 + row_in_block, kbase = p.k_pos0 + kr0 + tq * 2;
+            const bool sw = p.mask.kind == LG_KMASK_SINK_WINDOW;
+#pragma unroll
+            for (int i = 0; i < 64; i++) {
+                int kpos = kbase + (i >> 2) * 8 + (i & 1), q = qpos + ((i >> 1) & 1) * 8;
+                bool on = kpos - p.k_pos0 < p.T && kpos <= q &&
+                          (!sw || kpos < p.mask.sink || q - kpos < p.mask.window);
+                if (!on)
+                    s[i] = -INFINITY;
+            }
+        } else if (!full) {
+            /* block_strided (divisions): the visibility of this thread's 32 keys of each row as
+             * bits, in a loop that is not unrolled, so the hot path stays short enough for the
+             * instruction cache */
             uint32_t vis0 = 0, vis1 = 0; /* rows g and g + 8; bit 2 nt + e: key 8 nt + 2 tq + e */
 #pragma unroll 1
             for (int b = 0; b < 32; b++) {
@@ -343,10 +386,10 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
             }
         }
     };
-    auto issue_s = [&](int st) {
+    auto issue_s = [&](int qb, int st) {
 #pragma unroll
         for (int kk = 0; kk < KSTEPS; kk++)
-            wg_ss<BF>(s, q_desc(kk), k_desc(st, kk), kk > 0);
+            wg_ss<BF>(s, q_desc(qb, kk), k_desc(st, kk), kk > 0);
     };
     auto issue_pv = [&](int st) {
 #pragma unroll
@@ -357,66 +400,84 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         }
     };
 
-    mbar_wait(q_bar, 0);
     /* Ping-pong (FlashAttention-3): the consumers take turns to issue their products, so that one's
      * softmax runs while the other's products keep the tensor cores busy. Named barrier 1 + c is
-     * consumer c's turn: c waits on it, the other arrives. Consumer 0 goes first. */
-    int it = 0, j = fa_next_tile<BN>(p, 0, jend, qp0, qp1);
-    if (cw == 1 && j < jend)
+     * consumer c's turn: c waits on it, the other arrives. Consumer 0 goes first, and takes one
+     * turn more than consumer 1 hands it, at the end. */
+    if (cw == 1)
         named_arrive(1, 2 * 128);
-    for (; j < jend; it++) {
-        const int st = it % ST, prev = (it + ST - 1) % ST;
-        const int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
-        float corr[2];
-        mbar_wait(full_bar(st), (it / ST) & 1);
-        named_sync(1 + cw, 2 * 128);
-        wg_fence();
-        issue_s(st);
-        wg_commit();
-        if (it > 0)
-            issue_pv(prev);
-        wg_commit();
-        named_arrive(2 - cw, 2 * 128);
-        wg_wait<1>(); /* S is in; P V of the previous tile may still run */
-        wg_hold(s);
-        softmax(j, corr); /* on the first tile corr is 0 and o still zero */
-        wg_wait<0>();
-        wg_hold(o);
-        if (it > 0)
-            mbar_arrive(empty_bar(prev)); /* this consumer is done with the previous tile */
+    int it = 0; /* tiles consumed so far, over all items */
+    for (int k = 0, idx; (idx = sm90_item(k, b, G, n_items)) >= 0; k++) {
+        item_geometry(idx);
+        const int qb = k & 1;
 #pragma unroll
         for (int i = 0; i < 64; i++)
-            o[i] *= corr[(i >> 1) & 1];
-        pack_p();
-        j = jn;
-    }
-    if (it > 0) {
-        if (cw == 0) /* consumer 1's last hand-over, which no turn of consumer 0 took */
-            named_sync(1, 2 * 128);
-        wg_fence();
-        issue_pv((it - 1) % ST);
-        wg_commit();
-        wg_wait<0>();
-        wg_hold(o);
-    }
+            o[i] = 0.0f;
+        mrow[0] = mrow[1] = -INFINITY;
+        lrow[0] = lrow[1] = 0.0f;
+        mbar_wait(full_bar(qb, QB), (k >> 1) & 1);
+        int li = 0; /* tiles of this item */
+        for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend; li++, it++) {
+            const int st = it & 1, prev = st ^ 1;
+            const int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
+            float corr[2];
+            mbar_wait(full_bar(st, KB), (it >> 1) & 1);
+            if (li > 0)
+                mbar_wait(full_bar(prev, VB), ((it - 1) >> 1) & 1);
+            named_sync(1 + cw, 2 * 128);
+            wg_fence();
+            issue_s(qb, st);
+            wg_commit();
+            if (li > 0)
+                issue_pv(prev);
+            wg_commit();
+            named_arrive(2 - cw, 2 * 128);
+            wg_wait<1>(); /* S is in; P V of the previous tile may still run */
+            wg_hold(s);
+            mbar_arrive(empty_bar(st, KB));
+            softmax(j, corr); /* on the first tile corr is 0 and o still zero */
+            wg_wait<0>();
+            wg_hold(o);
+            if (li > 0)
+                mbar_arrive(empty_bar(prev, VB));
+#pragma unroll
+            for (int i = 0; i < 64; i++)
+                o[i] *= corr[(i >> 1) & 1];
+            pack_p();
+            j = jn;
+        }
+        if (li > 0) {
+            const int last = (it - 1) & 1;
+            mbar_wait(full_bar(last, VB), ((it - 1) >> 1) & 1);
+            wg_fence();
+            issue_pv(last);
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(o);
+            mbar_arrive(empty_bar(last, VB));
+        }
+        mbar_arrive(empty_bar(qb, QB)); /* every S of this item is done */
 
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = lrow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        int row = row_in_block + r * 8;
-        if (row < rows) {
-            T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
+        for (int r = 0; r < 2; r++) {
+            float l = lrow[r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            int row = row_in_block + r * 8;
+            if (row < rows) {
+                T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
 #pragma unroll
-            for (int nt = 0; nt < HD / 8; nt++) {
-                typename lg_elem<T>::pair v =
-                    lg_elem<T>::f2_to_pair(o[nt * 4 + 2 * r] * inv, o[nt * 4 + 2 * r + 1] * inv);
-                *reinterpret_cast<typename lg_elem<T>::pair *>(orow + nt * 8 + tq * 2) = v;
+                for (int nt = 0; nt < HD / 8; nt++) {
+                    typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(o[nt * 4 + 2 * r] * inv,
+                                                                         o[nt * 4 + 2 * r + 1] * inv);
+                    *reinterpret_cast<typename lg_elem<T>::pair *>(orow + nt * 8 + tq * 2) = v;
+                }
             }
         }
     }
+    if (cw == 0) /* consumer 1's last hand-over, which no turn of consumer 0 took */
+        named_sync(1, 2 * 128);
 #endif
 }
 
@@ -469,16 +530,18 @@ static int tensor_map(CUtensorMap *m, lg_kdtype dt, const void *base, int ld, in
     return 0;
 }
 
-template <typename T> static int sm90_launch(const sm90_args &a, int n_heads, cudaStream_t s, const char *who)
+template <typename T> static int sm90_launch(const sm90_args &a, cudaStream_t s, const char *who)
 {
-    size_t smem = (size_t)SM90_BM * SM90_HD * 2 + (size_t)SM90_STAGES * 2 * SM90_BN * SM90_HD * 2 + 1024;
+    /* Q, K and V double-buffered, and the 1024-byte alignment */
+    size_t smem = 2 * (size_t)SM90_BM * SM90_HD * 2 + 4 * (size_t)SM90_BN * SM90_HD * 2 + 1024;
     static bool attr_set = false; /* once per instantiation */
     if (!attr_set) {
         LG_CUDA_TRY(cudaFuncSetAttribute(flash_prefill_sm90_kernel<T>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_set = true;
     }
-    dim3 grid((a.p.n + SM90_BM - 1) / SM90_BM, n_heads);
+    /* persistent: one block an SM walks its share of the work items */
+    int items = a.n_qtiles * a.n_heads, grid = min(items, lg_sm_count());
     flash_prefill_sm90_kernel<T><<<grid, SM90_THREADS, smem, s>>>(a);
     LG_CUDA_LAUNCHED(who);
     return 0;
@@ -492,6 +555,7 @@ int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_
     if (tensor_map(&a.q, dt, p.q, p.ldq, p.n, who) || tensor_map(&a.k, dt, p.k, p.ldk, p.T, who) ||
         tensor_map(&a.v, dt, p.v, p.ldv, p.T, who))
         return -1;
-    return dt == LG_KDT_F16 ? sm90_launch<__half>(a, n_heads, s, who)
-                            : sm90_launch<__nv_bfloat16>(a, n_heads, s, who);
+    a.n_qtiles = (p.n + SM90_BM - 1) / SM90_BM;
+    a.n_heads = n_heads;
+    return dt == LG_KDT_F16 ? sm90_launch<__half>(a, s, who) : sm90_launch<__nv_bfloat16>(a, s, who);
 }

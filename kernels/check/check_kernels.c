@@ -1562,6 +1562,10 @@ int main(int argc, char **argv)
             check_prefill(dt, 1000, 1000, 4, 4, 64, &sw_big, kern);
             check_prefill(dt, 1000, 1000, 4, 2, 128, &bs_big, kern);
         }
+        /* more work items (query tiles x heads) than an H100 has SMs: each persistent block of the
+         * wgmma kernel takes two or three, its buffers carrying over from one to the next */
+        check_prefill(dt, 3000, 3000, 8, 2, 128, &full, LG_KPREFILL_WGMMA);
+        check_prefill(dt, 3000, 3000, 12, 4, 128, &sw_big, LG_KPREFILL_WGMMA);
         /* head sizes only the row kernel takes */
         for (int m = 0; m < 3; m++) {
             check_prefill(dt, 17, 17, 4, 2, 8, masks[m], LG_KPREFILL_AUTO);
