@@ -82,6 +82,11 @@ typedef enum lg_kprefill_kernel {
 /* For tests and benchmarks: the kernel lg_k_attn_prefill takes from now on. Not thread-safe. */
 void lg_k_attn_prefill_force(lg_kprefill_kernel which);
 
+/* For benchmarks: how the wgmma kernel deals out its work items (128 queries of one head): 1 to
+ * persistent blocks, one an SM; 2 a block an item, dealt by the hardware; 0 its own choice.
+ * Not thread-safe. */
+void lg_k_attn_prefill_set_schedule(int which);
+
 /* Whether the wgmma kernel takes head_dim hd in dt on the current device. */
 int lg_k_attn_prefill_wgmma_takes(int hd, lg_kdtype dt);
 

@@ -1324,6 +1324,15 @@ static void bench_prefill_all(void)
         bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which);
         bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which);
     }
+    /* the wgmma kernel's schedules: persistent blocks, and a block per work item */
+    for (int sched = 1; sched <= 2; sched++) {
+        lg_k_attn_prefill_set_schedule(sched);
+        printf("schedule: %s\n", sched == 1 ? "persistent" : "a block per item");
+        for (int T = 4096; T <= 32768; T *= 2)
+            bench_prefill(LG_KDT_F16, T, 32, 128, &full, LG_KPREFILL_WGMMA);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, LG_KPREFILL_WGMMA);
+    }
+    lg_k_attn_prefill_set_schedule(0);
 }
 
 /* Decode attention (one query) over n_slots cached positions, slots in position order: the time and
