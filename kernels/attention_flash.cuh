@@ -103,6 +103,36 @@ static __device__ int fa_next_tile(const fa_params &p, int j, int jend, int qp0,
     return jend;
 }
 
+/* ---------------------------------------------------------------- the epilogue */
+
+/* This thread's two rows of O (row0 and row0 + 8 of the work item's m0..), held in the mma C
+ * layout (o[4 nt + e]: column 8 nt + 2 tq + (e & 1), row + 8 (e >> 1)), divided by the rows' softmax
+ * sums (lrow: this thread's part, the rest is in its quad) and stored as T; rows >= rows are not
+ * stored. A row that saw no key gets zeros. */
+template <typename T, int HD>
+static __device__ __forceinline__ void fa_store_o(const float *o, const float *lrow,
+                                                  const fa_params &p, int m0, int row0, int rows,
+                                                  int h, int tq)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        int row = row0 + r * 8;
+        if (row < rows) {
+            T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
+#pragma unroll
+            for (int nt = 0; nt < HD / 8; nt++) {
+                typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(o[nt * 4 + 2 * r] * inv,
+                                                                     o[nt * 4 + 2 * r + 1] * inv);
+                *reinterpret_cast<typename lg_elem<T>::pair *>(orow + nt * 8 + tq * 2) = v;
+            }
+        }
+    }
+}
+
 /* The wgmma kernel (attention_prefill_sm90.cu): whether it takes head_dim hd in dt on the current
  * device, and its launch (p as for the mma.sync kernel). */
 bool lg_fa_sm90_takes(int hd, lg_kdtype dt);

@@ -189,23 +189,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
         buf ^= 1;
     }
 
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = lrow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        int row = warp * 16 + g + r * 8;
-        if (row < rows) {
-            T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
-#pragma unroll
-            for (int d = 0; d < HD / 8; d++) {
-                typename lg_elem<T>::pair v =
-                    lg_elem<T>::f2_to_pair(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
-                *reinterpret_cast<typename lg_elem<T>::pair *>(orow + d * 8 + tq * 2) = v;
-            }
-        }
-    }
+    fa_store_o<T, HD>(&o[0][0], lrow, p, m0, warp * 16 + g, rows, h, tq);
 }
 
 template <typename T, int HD>

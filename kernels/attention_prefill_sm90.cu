@@ -464,23 +464,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         }
         mbar_arrive(empty_bar(qb, QB)); /* every S of this item is done */
 
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float l = lrow[r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            int row = row_in_block + r * 8;
-            if (row < rows) {
-                T *orow = (T *)p.out + (size_t)(m0 + row) * p.ldo + (size_t)h * HD;
-#pragma unroll
-                for (int nt = 0; nt < HD / 8; nt++) {
-                    typename lg_elem<T>::pair v = lg_elem<T>::f2_to_pair(o[nt * 4 + 2 * r] * inv,
-                                                                         o[nt * 4 + 2 * r + 1] * inv);
-                    *reinterpret_cast<typename lg_elem<T>::pair *>(orow + nt * 8 + tq * 2) = v;
-                }
-            }
-        }
+        fa_store_o<T, HD>(o, lrow, p, m0, row_in_block, rows, h, tq);
     }
     if (cw == 0) /* consumer 1's last hand-over, which no turn of consumer 0 took */
         named_sync(1, 2 * 128);
