@@ -190,12 +190,9 @@ static __device__ __forceinline__ void wg_rs_t(float (&d)[64], const unsigned (&
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
-#endif
-
-#ifdef LG_HAVE_WGMMA
-/* The k-th work item of block b of G (or -1): the items are numbered longest query tile first
- * (the most keys to read), heads fastest, and dealt in rounds of G, every other round backwards,
- * so that no block always gets the longest of a round. */
+/* The k-th work item of persistent block b of G (or -1): the items (numbered as item_geometry in
+ * the kernel reads them: head by head, the longest query tile first) are dealt in rounds of G,
+ * every other round backwards, so that no block always gets the longest of a round. */
 static __device__ __forceinline__ int sm90_item(int k, int b, int G, int n_items)
 {
     int idx = k * G + ((k & 1) ? G - 1 - b : b);
