@@ -481,7 +481,7 @@ static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder()
 #if CUDART_VERSION >= 12050
         cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
                                                          cudaEnableDefault, &q);
-#else /* the call CUDA 13 removed */
+#else /* deprecated from CUDA 12.5 on */
         cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
 #endif
         if (e == cudaSuccess && q == cudaDriverEntryPointSuccess)
