@@ -74,9 +74,10 @@ int lg_k_kv_write(void *k_cache, void *v_cache, int ld_cache, int *slot_pos, con
  * head_dim 32/64/128 in float16/bfloat16, else the row kernel. */
 typedef enum lg_kprefill_kernel {
     LG_KPREFILL_AUTO = 0,
-    LG_KPREFILL_ROWS = 1,  /* the row kernel for every shape */
-    LG_KPREFILL_MMA = 2,   /* the mma.sync kernel where it takes the shape, else rows */
-    LG_KPREFILL_WGMMA = 3  /* the wgmma kernel where it takes the shape and device, any mask */
+    LG_KPREFILL_ROWS = 1, /* the row kernel for every shape */
+    LG_KPREFILL_MMA = 2,  /* the mma.sync kernel where it takes the shape, else rows */
+    LG_KPREFILL_WGMMA = 3 /* the wgmma kernel, any mask, where it takes the shape and device;
+                             else as AUTO */
 } lg_kprefill_kernel;
 
 /* For tests and benchmarks: the kernel lg_k_attn_prefill takes from now on. Not thread-safe. */
