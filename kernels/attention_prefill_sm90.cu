@@ -470,24 +470,26 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 
 /* ---------------------------------------------------------------- the launcher */
 
-/* cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda) */
+/* cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda); NULL
+ * where the driver lacks it. Looked up once (a function-local static: safe from several threads). */
+static PFN_cuTensorMapEncodeTiled_v12000 load_tensor_map_encoder()
+{
+    void *f = NULL;
+    cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                     cudaEnableDefault, &q);
+#else /* deprecated from CUDA 12.5 on */
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
+#endif
+    return e == cudaSuccess && q == cudaDriverEntryPointSuccess
+               ? (PFN_cuTensorMapEncodeTiled_v12000)f
+               : NULL;
+}
+
 static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder()
 {
-    static PFN_cuTensorMapEncodeTiled_v12000 fn = NULL;
-    static bool tried = false;
-    if (!tried) {
-        void *f = NULL;
-        cudaDriverEntryPointQueryResult q;
-#if CUDART_VERSION >= 12050
-        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
-                                                         cudaEnableDefault, &q);
-#else /* deprecated from CUDA 12.5 on */
-        cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
-#endif
-        if (e == cudaSuccess && q == cudaDriverEntryPointSuccess)
-            fn = (PFN_cuTensorMapEncodeTiled_v12000)f;
-        tried = true;
-    }
+    static const PFN_cuTensorMapEncodeTiled_v12000 fn = load_tensor_map_encoder();
     return fn;
 }
 

@@ -773,7 +773,8 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     /* float32 always takes the row kernel */
     const char *kname = which == LG_KPREFILL_ROWS || dt == LG_KDT_F32 ? "prefill (rows)"
                       : which == LG_KPREFILL_WGMMA                   ? "prefill (wgmma)"
-                                                                     : "prefill (mma)";
+                      : which == LG_KPREFILL_MMA                     ? "prefill (mma)"
+                                                                     : "prefill";
     report(kname, shape_s, g, ref, n, nh * hd,
            ldo, dt, bound_of(dt, dt));
     free(q), free(k), free(v), free(ref), free(g);
