@@ -197,12 +197,9 @@ static int fa_launch(const fa_params &p, int n_heads, cudaStream_t s, const char
 {
     constexpr int BM = 16 * FA_WARPS;
     size_t smem = (size_t)(BM + 4 * FA_BN) * HD * sizeof(T);
-    static bool attr_set = false; /* once per instantiation */
-    if (!attr_set) {
-        LG_CUDA_TRY(cudaFuncSetAttribute(flash_prefill_kernel<T, HD>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        attr_set = true;
-    }
+    static unsigned long long optin_done; /* per instantiation, a bit per device */
+    if (lg_smem_optin((const void *)flash_prefill_kernel<T, HD>, smem, &optin_done) != 0)
+        return -1;
     dim3 grid((p.n + BM - 1) / BM, n_heads);
     flash_prefill_kernel<T, HD><<<grid, FA_WARPS * 32, smem, s>>>(p);
     LG_CUDA_LAUNCHED(who);

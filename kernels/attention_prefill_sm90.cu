@@ -534,12 +534,9 @@ template <typename T> static int sm90_launch(const sm90_args &a, cudaStream_t s,
 {
     /* Q, K and V double-buffered, and the 1024-byte alignment */
     size_t smem = 2 * (size_t)SM90_BM * SM90_HD * 2 + 4 * (size_t)SM90_BN * SM90_HD * 2 + 1024;
-    static bool attr_set = false; /* once per instantiation */
-    if (!attr_set) {
-        LG_CUDA_TRY(cudaFuncSetAttribute(flash_prefill_sm90_kernel<T>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        attr_set = true;
-    }
+    static unsigned long long optin_done; /* per instantiation, a bit per device */
+    if (lg_smem_optin((const void *)flash_prefill_sm90_kernel<T>, smem, &optin_done) != 0)
+        return -1;
     /* persistent: one block an SM walks its share of the work items; else the hardware deals
      * them out, a block each */
     int items = a.n_qtiles * a.n_heads, sms = lg_sm_count();

@@ -11,7 +11,7 @@ static thread_local char lg_k_msg[512];
 
 /* per thread (a tensor-parallel engine drives one device a thread): the device last asked about
  * and what the launchers need to know of it */
-static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1, sm90 = 0;
+static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1, sm90 = 0, smem_max = 48 << 10;
 
 static bool refresh_device_attrs()
 {
@@ -24,6 +24,9 @@ static bool refresh_device_attrs()
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess)
+            smem_max = 48 << 10;
         sm90 = major == 9 && minor == 0;
         pdl_on = sm90 && !(env && strcmp(env, "0") == 0);
         sm_count = sms > 0 ? sms : 1;
@@ -45,6 +48,11 @@ int lg_sm_count()
 bool lg_is_sm90()
 {
     return refresh_device_attrs() && sm90;
+}
+
+size_t lg_smem_block_max()
+{
+    return refresh_device_attrs() ? (size_t)smem_max : 48u << 10;
 }
 
 extern "C" int lg_k_pdl_active(void)
@@ -101,5 +109,17 @@ int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who)
         }
     }
     *out = m;
+    return 0;
+}
+
+int lg_smem_optin(const void *fn, size_t bytes, unsigned long long *done)
+{
+    int dev;
+    LG_CUDA_TRY(cudaGetDevice(&dev));
+    unsigned long long bit = dev < 64 ? 1ull << dev : 0;
+    if (bit && (__atomic_load_n(done, __ATOMIC_ACQUIRE) & bit))
+        return 0;
+    LG_CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    __atomic_fetch_or(done, bit, __ATOMIC_RELEASE);
     return 0;
 }
