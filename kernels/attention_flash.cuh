@@ -23,6 +23,23 @@ struct fa_params {
 
 /* ---------------------------------------------------------------- PTX wrappers */
 
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: the 16 bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+static __device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <int N> static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 static __device__ __forceinline__ void ldsm_x4(unsigned *r, const void *smem)
 {
     unsigned a = (unsigned)__cvta_generic_to_shared(smem);

@@ -45,9 +45,6 @@ static int qg_warps = 8;
 /* blocks of 8 warps an SM must hold (__launch_bounds__'s second argument, which caps the registers):
  * 1 (no cap) or 3; 0 = chosen per call (qgemv_mma) */
 static int qg_min_blocks = 0;
-/* ring kernel's warps a block: 0 chosen per matrix (ring_warps), 1-16 forced, -1 the register
- * kernel qgemv_mma_kernel instead (lg_k_gemv_quant_set_ring) */
-static int qg_ring_warps = 0;
 
 /* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation. */
 enum { QM_Q8, QM_Q4, QM_Q4_MINS, QM_FP8 };
@@ -493,248 +490,6 @@ __global__ void __launch_bounds__(NT, MINB)
     }
 }
 
-/* ---------------------------------------------------------------- GEMV, tensor cores, cp.async ring */
-
-/* The same windows as qgemv_mma_kernel, fed through shared memory. Each warp has a ring of D slots;
- * a slot holds everything U consecutive windows read: the codes of the 16 rows, the words holding
- * their scales (and mins) where a group ends, and x's columns. The lanes fill a slot with 16-byte
- * cp.async copies D - 1 slots before it is used, so a warp keeps (D - 1) U windows in flight while
- * it decodes, without registers to hold them, and walks a long stretch of its rows' columns as a
- * steady stream instead of loading once and then computing. U windows a slot (2 KB of codes) spread
- * the slot's fixed cost (addresses, copies, waits) over 2048-4096 weights. The slot a round refills
- * is the one the round before read (a __syncwarp apart); the codes of the first D - 1 slots go out
- * before the PDL wait (no kernel writes them), their x after it. */
-template <typename T, int M, int CB> struct qring {
-    typedef qgeom<T, M, CB> G;
-    static constexpr int U = 32 / CB;                       /* windows a slot */
-    static constexpr int D = 4;                             /* slots a ring */
-    static constexpr int CODE_BYTES = U * 64 * CB;          /* [U][16 rows][4 CB] */
-    static constexpr int CODE_PIECES = CODE_BYTES / 16;     /* 16-byte copies: 4 a lane */
-    static constexpr int PARAM_BYTES = U * 128;             /* [U][scale, min][16 rows] words */
-    static constexpr int X_PIECES = U * G::WIN / 8;         /* of one row of x */
-    static constexpr int X_STRIDE = 2 * U * G::WIN + 16;    /* bytes a row of x; + 16: fewer conflicts */
-    static __host__ __device__ int slot_bytes(int nt)
-    {
-        return CODE_BYTES + PARAM_BYTES + nt * X_STRIDE;
-    }
-};
-
-/* The 32-bit word holding parameter e of a [rows, n_groups] array of raw (2 or 4 bytes). */
-template <typename R> __device__ __forceinline__ const void *param_word(const void *base, size_t e)
-{
-    if constexpr (sizeof(R) == 2)
-        return (const uint32_t *)base + (e >> 1);
-    else
-        return (const R *)base + e;
-}
-
-template <typename R> __device__ __forceinline__ float param_of_word(uint32_t w, size_t e)
-{
-    if constexpr (sizeof(R) == 2)
-        return __half2float(__ushort_as_half((unsigned short)(w >> (16 * (e & 1)))));
-    else
-        return __uint_as_float(w);
-}
-
-/* N 32-bit words from shared memory, in 16-, 8- or 4-byte loads */
-template <int N> __device__ __forceinline__ void lds_words(const uint8_t *p, uint32_t *w)
-{
-    if constexpr (N % 4 == 0) {
-#pragma unroll
-        for (int i = 0; i < N / 4; i++) {
-            uint4 v = reinterpret_cast<const uint4 *>(p)[i];
-            w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
-        }
-    } else if constexpr (N == 2) {
-        uint2 v = *reinterpret_cast<const uint2 *>(p);
-        w[0] = v.x, w[1] = v.y;
-    } else {
-        static_assert(N == 1, "1, 2 or 4k words");
-        w[0] = *reinterpret_cast<const uint32_t *>(p);
-    }
-}
-
-template <typename T, int M, int CB>
-__global__ void __launch_bounds__(QG_MAX_WARPS * 32)
-    qgemv_ring_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
-                      int nt, int accumulate)
-{
-    typedef qgeom<T, M, CB> G;
-    typedef qring<T, M, CB> RG;
-    typedef typename G::raw raw;
-    constexpr int U = RG::U;
-    extern __shared__ __align__(16) uint8_t qsm[];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int g = lane >> 2, q = lane & 3;
-    const int row0 = blockIdx.x * QG_ROWS;
-    const int steps = p.cols / G::WIN, spg = p.group / G::WIN;
-    const int s_begin = (int)((long long)steps * warp / warps);
-    const int s_end = (int)((long long)steps * (warp + 1) / warps);
-    const int slot = RG::slot_bytes(nt);
-    uint8_t *ring = qsm + (size_t)warp * RG::D * slot;
-
-    /* what this lane copies: code pieces lane + 32 i (window u, row r, 16 bytes at off of the
-     * row's window), the parameter word of row lane % 16 (scales by lanes 0-15, mins by 16-31);
-     * rows past the end read the last row, dropped at the store */
-    const uint8_t *csrc[4];
-    int cu[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        int pc = lane + 32 * i, r = pc % (4 * CB) / (CB / 4);
-        int row = min(row0 + r, p.rows - 1);
-        cu[i] = pc / (4 * CB);
-        csrc[i] = p.codes + (size_t)row * p.row_bytes + cu[i] * (4 * CB) + (pc % (CB / 4)) * 16;
-    }
-    const bool copies_min = M == QM_Q4_MINS && lane >= 16;
-    const bool copies_param = lane < 16 || copies_min;
-    const void *pbase = copies_min ? p.mins : p.scales;
-    const size_t pe0 = (size_t)min(row0 + (lane & 15), p.rows - 1) * p.n_groups;
-    /* A 16-bit parameter is copied as the aligned word holding it; the word of the array's last
-     * element, when that is even, would reach past the end: that one is read directly. */
-    const size_t n_params = (size_t)p.rows * p.n_groups;
-    auto word_ok = [&](size_t e) { return sizeof(raw) == 4 || (e | 1) < n_params; };
-
-    /* the copies' walk: slot of windows [si, si + U) into ring slot wi; gi the group of si, li the
-     * windows left in it */
-    int si = s_begin, wi = 0, gi = s_begin / spg, li = spg - s_begin % spg;
-    auto issue_codes = [&]() {
-        if (si >= s_end)
-            return;
-        uint8_t *sl = ring + wi * slot;
-        const size_t off = (size_t)si * (4 * CB);
-#pragma unroll
-        for (int i = 0; i < 4; i++) /* piece i lands at (lane + 32 i) * 16: [u][row][piece] */
-            if (si + cu[i] < s_end)
-                cp_async<16>(sl + (lane + 32 * i) * 16, csrc[i] + off);
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (si + u >= s_end)
-                break;
-            bool end = --li == 0;
-            /* the partial sums are scaled after a group's last window and the warp's last */
-            if ((end || si + u + 1 == s_end) && copies_param && word_ok(pe0 + gi))
-                cp_async<4>(sl + RG::CODE_BYTES + u * 128 + lane * 4,
-                            param_word<raw>(pbase, pe0 + gi));
-            if (end) {
-                gi++;
-                li = spg;
-            }
-        }
-    };
-    /* x's pieces of windows [s, s + U) into ring slot w */
-    auto issue_x = [&](int s, int w) {
-        if (s >= s_end)
-            return;
-        uint8_t *sl = ring + w * slot + RG::CODE_BYTES + RG::PARAM_BYTES;
-        for (int i = lane; i < nt * RG::X_PIECES; i += 32) {
-            int t = i / RG::X_PIECES, j = i % RG::X_PIECES;
-            if (s + j * 8 / G::WIN < s_end) /* not past the warp's columns */
-                cp_async<16>(sl + t * RG::X_STRIDE + j * 16,
-                             x + (size_t)t * ldx + (size_t)s * G::WIN + j * 8);
-        }
-    };
-    auto advance = [&]() {
-        si += U;
-        wi = wi + 1 == RG::D ? 0 : wi + 1;
-    };
-
-#pragma unroll 1
-    for (int d = 0; d < RG::D - 1; d++) {
-        issue_codes();
-        cp_async_commit();
-        advance();
-    }
-    lg_pdl_wait();
-    lg_pdl_trigger();
-#pragma unroll 1
-    for (int d = 0; d < RG::D - 1; d++)
-        issue_x(s_begin + d * U, d);
-    cp_async_commit(); /* one group for the first slots' x, after theirs */
-
-    float acc[4], ones[4], sums[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        acc[i] = ones[i] = sums[i] = 0.0f;
-    const int xrow = g < nt ? g : 0; /* B column g of the mma is x's row g; past nt, dropped */
-    const size_t ea0 = (size_t)min(row0 + g, p.rows - 1) * p.n_groups;
-    const size_t eb0 = (size_t)min(row0 + g + 8, p.rows - 1) * p.n_groups;
-    int ri = 0, gc = s_begin / spg, lc = spg - s_begin % spg;
-#pragma unroll 1
-    for (int s = s_begin; s < s_end; s += U) {
-        __syncwarp(); /* every lane has read the slot the copies refill (the last round's) */
-        issue_codes();
-        issue_x(si, wi);
-        cp_async_commit();
-        advance();
-        /* this slot landed: the first round waits for the first x group too */
-        if (s == s_begin)
-            cp_async_wait<1>();
-        else
-            cp_async_wait<RG::D - 1>();
-        __syncwarp(); /* and the other lanes' copies are visible */
-        const uint8_t *sl = ring + ri * slot;
-        const uint8_t *xs = sl + RG::CODE_BYTES + RG::PARAM_BYTES + xrow * RG::X_STRIDE;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (s + u >= s_end)
-                break;
-            uint32_t ka[G::WORDS], kb[G::WORDS], xv[G::XW];
-            lds_words<G::WORDS>(sl + u * (64 * CB) + g * (4 * CB) + q * CB, ka);
-            lds_words<G::WORDS>(sl + u * (64 * CB) + (g + 8) * (4 * CB) + q * CB, kb);
-            lds_words<G::XW>(xs + (u * G::WIN + q * G::KC) * 2, xv);
-            qstep<T, M, CB>(ka, kb, xv, acc, ones);
-            bool end = --lc == 0;
-            if (end || s + u + 1 == s_end) {
-                const uint32_t *pw =
-                    reinterpret_cast<const uint32_t *>(sl + RG::CODE_BYTES + u * 128);
-                const size_t ea = ea0 + gc, eb = eb0 + gc;
-                auto param = [&](uint32_t w, const void *base, size_t e) {
-                    return word_ok(e) ? param_of_word<raw>(w, e) : raw_to_f32(ld_raw<raw>(base, e));
-                };
-                float fa = param(pw[g], p.scales, ea), fb = param(pw[g + 8], p.scales, eb);
-                sums[0] = fmaf(fa, acc[0], sums[0]);
-                sums[1] = fmaf(fa, acc[1], sums[1]);
-                sums[2] = fmaf(fb, acc[2], sums[2]);
-                sums[3] = fmaf(fb, acc[3], sums[3]);
-                if constexpr (M == QM_Q4_MINS) {
-                    float na = param(pw[16 + g], p.mins, ea), nb = param(pw[24 + g], p.mins, eb);
-                    sums[0] = fmaf(na, ones[0], sums[0]);
-                    sums[1] = fmaf(na, ones[1], sums[1]);
-                    sums[2] = fmaf(nb, ones[2], sums[2]);
-                    sums[3] = fmaf(nb, ones[3], sums[3]);
-                }
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    acc[i] = ones[i] = 0.0f;
-            }
-            if (end) {
-                gc++;
-                lc = spg;
-            }
-        }
-        ri = ri + 1 == RG::D ? 0 : ri + 1;
-    }
-
-    /* accumulator c0, c1: row g, x rows 2q, 2q + 1; c2, c3: row g + 8 */
-    float *red = reinterpret_cast<float *>(qsm + (size_t)warps * RG::D * slot);
-    float *rw = red + warp * (QG_ROWS * QG_TOKENS);
-    rw[g * QG_TOKENS + 2 * q] = sums[0];
-    rw[g * QG_TOKENS + 2 * q + 1] = sums[1];
-    rw[(g + 8) * QG_TOKENS + 2 * q] = sums[2];
-    rw[(g + 8) * QG_TOKENS + 2 * q + 1] = sums[3];
-    __syncthreads();
-    for (int i = threadIdx.x; i < QG_ROWS * nt; i += blockDim.x) {
-        int r = i % QG_ROWS, t = i / QG_ROWS, row = row0 + r;
-        float v = 0.0f;
-        for (int w = 0; w < warps; w++)
-            v += red[(w * QG_ROWS + r) * QG_TOKENS + t];
-        if (row < p.rows) {
-            size_t o = (size_t)t * ldy + row;
-            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + v : v);
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- GEMV, scalar */
 
 /* Any shape and alignment: one row of W per warp, every element decoded as the CPU does. */
@@ -790,8 +545,7 @@ extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int 
     int group = w->group ? w->group : w->cols;
     for (int cb = 16; cb >= 4; cb /= 2) {
         int win = 4 * (is_q4(w) ? 2 * cb : cb);
-        if (group % win == 0 && w->cols % win == 0 && ((uintptr_t)w->codes % cb) == 0 &&
-            ((uintptr_t)w->scales % 4) == 0 && ((uintptr_t)w->mins % 4) == 0)
+        if (group % win == 0 && w->cols % win == 0 && ((uintptr_t)w->codes % cb) == 0)
             return cb;
     }
     return 0;
@@ -834,61 +588,9 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
 #undef QG_LAUNCH
 }
 
-/* Warps a block of the ring kernel: the fewest that give the SMs 12 warps each, doubled only while
- * every warp keeps 4 steps or more. */
-static int ring_warps(unsigned blocks, int steps)
-{
-    if (qg_ring_warps > 0)
-        return qg_ring_warps;
-    long long target = 12LL * lg_sm_count();
-    int warps = 1;
-    while (warps < QG_MAX_WARPS && (long long)blocks * warps < target && steps >= 8 * warps)
-        warps *= 2;
-    return warps;
-}
-
-template <typename T, int M, int CB>
-static int qgemv_ring_launch(unsigned blocks, void *y, int y_dt, int ldy, const qparams &p,
-                             const T *x, int ldx, int nt, int acc, cudaStream_t s)
-{
-    typedef qring<T, M, CB> RG;
-    auto warp_smem = [](int nt) {
-        return (size_t)RG::D * RG::slot_bytes(nt) + QG_ROWS * QG_TOKENS * sizeof(float);
-    };
-    /* as many warps as ring_warps asks for, halved while their rings do not fit a block */
-    const size_t smem_max = lg_smem_block_max();
-    int warps = ring_warps(blocks, p.cols / qgeom<T, M, CB>::WIN);
-    while (warps > 1 && warps * warp_smem(nt) > smem_max)
-        warps /= 2;
-    static unsigned long long optin; /* once per device */
-    if (lg_smem_optin((const void *)qgemv_ring_kernel<T, M, CB>, smem_max, &optin) != 0)
-        return -1;
-    size_t smem = warps * warp_smem(nt);
-    lg_launch_pdl(qgemv_ring_kernel<T, M, CB>, blocks, (unsigned)warps * 32, smem, s,
-                  y, y_dt, ldy, p, x, ldx, nt, acc);
-    return 0;
-}
-
 template <typename T>
-static int qgemv_ring(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
-                      const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
-{
-#define QR_CASE(M_, CB_)                                                                          \
-    if (method == M_ && cb == CB_)                                                                \
-        return qgemv_ring_launch<T, M_, CB_>(blocks, y, y_dt, ldy, p, x, ldx, nt, acc, s);
-#define QR_WIDTHS(M_) QR_CASE(M_, 16) QR_CASE(M_, 8) QR_CASE(M_, 4)
-    QR_WIDTHS(QM_Q8)
-    QR_WIDTHS(QM_Q4)
-    QR_WIDTHS(QM_Q4_MINS)
-    QR_WIDTHS(QM_FP8)
-#undef QR_WIDTHS
-#undef QR_CASE
-    return lg_k_fail("lg_k_gemv_quant: no kernel for method %d, %d-byte loads", method, cb);
-}
-
-template <typename T>
-static int qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, const void *x,
-                        int ldx, int n, int acc, cudaStream_t s)
+static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, const void *x,
+                         int ldx, int n, int acc, cudaStream_t s)
 {
     qparams p = params_of(w);
     int ysz = y_dt == LG_KDT_F32 ? 4 : 2;
@@ -898,28 +600,13 @@ static int qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, c
         const T *xt = (const T *)x + (size_t)t0 * ldx;
         if (cb) {
             unsigned blocks = (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS);
-            if (qg_ring_warps < 0)
-                qgemv_mma<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt, acc, s);
-            else if (qgemv_ring<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt,
-                                   acc, s) != 0)
-                return -1;
+            qgemv_mma<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt, acc, s);
         } else {
             unsigned blocks = (unsigned)((w->rows + QG_SCALAR_WARPS - 1) / QG_SCALAR_WARPS);
             lg_launch_pdl(qgemv_scalar_kernel<T>, blocks, QG_SCALAR_WARPS * 32, 0, s, yt, y_dt,
                           ldy, p, xt, ldx, nt, acc);
         }
     }
-    return 0;
-}
-
-extern "C" int lg_k_gemv_quant_set_ring(int warps)
-{
-    if (warps != -1 && warps != 0 && warps != 1 && warps != 2 && warps != 4 && warps != 8 &&
-        warps != 16)
-        return lg_k_fail("lg_k_gemv_quant_set_ring: %d warps (0: chosen per matrix, 1, 2, 4, 8 "
-                         "or 16, -1: the register kernel)", warps);
-    qg_ring_warps = warps;
-    return 0;
 }
 
 extern "C" int lg_k_gemv_quant_set_variant(int warps, int min_blocks)
@@ -955,10 +642,10 @@ extern "C" int lg_k_gemv_quant(void *y, lg_kdtype y_dt, int ldy, const lg_kqmat 
     int cb = lg_k_gemv_quant_load_bytes(w, x, ldx);
     int acc = beta != 0.0f;
     cudaStream_t s = LG_CUDA_STREAM(stream);
-    int rc = x_dt == LG_KDT_F16 ? qgemv_launch<__half>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s)
-                                : qgemv_launch<__nv_bfloat16>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
-    if (rc != 0)
-        return -1;
+    if (x_dt == LG_KDT_F16)
+        qgemv_launch<__half>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
+    else
+        qgemv_launch<__nv_bfloat16>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }

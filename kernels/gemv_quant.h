@@ -73,9 +73,6 @@ int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx);
  * hold at once, which caps the registers a thread: 1 (no cap), 3 (with 8 warps), or 0 (the default:
  * 3 for q4 matrices with rows enough to give 3 blocks to every SM, else 1). Not thread-safe. */
 int lg_k_gemv_quant_set_variant(int warps, int min_blocks);
-/* The ring kernel's warps a block: 0 (default) chosen per matrix, 1, 2, 4, 8 or 16 forced; -1
- * takes the register kernel (set_variant's) instead. Not thread-safe. */
-int lg_k_gemv_quant_set_ring(int warps);
 
 #ifdef __cplusplus
 }

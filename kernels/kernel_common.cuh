@@ -246,9 +246,6 @@ int lg_sm_count();
  * wgmma kernels (the portable compute_80 PTX target has them compiled out). */
 bool lg_is_sm90();
 
-/* The most dynamic shared memory a block may opt in to on the current device. */
-size_t lg_smem_block_max();
-
 /* Lets fn use up to `bytes` of dynamic shared memory on the current device (the attribute is the
  * device's: a tensor-parallel engine sets it on each). done: one bit per device already set, kept
  * by the caller (a static per kernel). 0, or -1 with lg_k_last_error(). */
@@ -283,35 +280,6 @@ __device__ __forceinline__ uint4 lg_ld_stream16(const void *p)
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
-}
-
-/* cp.async: copies of global memory into shared memory that land later, per thread, in commit
- * groups (cp_async_wait<N>: all but the newest N groups of this thread have landed). */
-static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = pred ? 16 : 0; /* 0: the 16 bytes are zero-filled */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
-/* N = 16 bypasses L1 (.cg); 8 and 4 bytes only exist through it (.ca) */
-template <int N> static __device__ __forceinline__ void cp_async(void *smem, const void *gmem)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    if constexpr (N == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(gmem), "n"(N));
-}
-
-static __device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-template <int N> static __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 /* Starts bringing the 128-byte line of p into L2 (no register waits on it). */

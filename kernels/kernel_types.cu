@@ -11,7 +11,7 @@ static thread_local char lg_k_msg[512];
 
 /* per thread (a tensor-parallel engine drives one device a thread): the device last asked about
  * and what the launchers need to know of it */
-static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1, sm90 = 0, smem_max = 48 << 10;
+static thread_local int attr_device = -1, pdl_on = 0, sm_count = 1, sm90 = 0;
 
 static bool refresh_device_attrs()
 {
@@ -24,9 +24,6 @@ static bool refresh_device_attrs()
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
-            cudaSuccess)
-            smem_max = 48 << 10;
         sm90 = major == 9 && minor == 0;
         pdl_on = sm90 && !(env && strcmp(env, "0") == 0);
         sm_count = sms > 0 ? sms : 1;
@@ -48,11 +45,6 @@ int lg_sm_count()
 bool lg_is_sm90()
 {
     return refresh_device_attrs() && sm90;
-}
-
-size_t lg_smem_block_max()
-{
-    return refresh_device_attrs() ? (size_t)smem_max : 48u << 10;
 }
 
 extern "C" int lg_k_pdl_active(void)

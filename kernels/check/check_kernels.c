@@ -598,34 +598,20 @@ static const char *scheme_name(const lg_quant_scheme *s, char *buf, size_t cap)
     return buf;
 }
 
-/* A variant of the quantized GEMV: the ring kernel's warps a block (lg_k_gemv_quant_set_ring: 0
- * chosen per matrix), or with ring -1 the register kernel's warps a block and blocks an SM
- * (lg_k_gemv_quant_set_variant; 0 warps: the scalar path). */
+/* A variant of the quantized GEMV: warps a block, blocks an SM (lg_k_gemv_quant_set_variant). */
 typedef struct {
-    int ring, warps, minb;
+    int warps, minb;
 } qvar;
-#define QV(w, b) ((qvar){-1, (w), (b)})
-#define QV_RING(w) ((qvar){(w), 8, 0})
-#define QV_DEFAULT QV_RING(0)
+#define QV(w, b) ((qvar){(w), (b)})
+#define QV_DEFAULT QV(8, 0)
 
-static void qvar_set(qvar v)
-{
-    KK(lg_k_gemv_quant_set_ring(v.ring));
-    KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
-}
-
-/* The kernel's path for these arguments: "ld16 ring" (load bytes, the ring kernel and its warps
- * when forced), "ld16 w8" (the register kernel's warps per block, and "b3" for 3 blocks an SM) or
- * "scalar". */
+/* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block, and "b3" for 3
+ * blocks an SM) or "scalar". */
 static const char *qpath(const lg_kqmat *w, const void *x, int ldx, qvar v, char *buf, size_t cap)
 {
     int lb = lg_k_gemv_quant_load_bytes(w, x, ldx);
-    if (!lb || v.warps == 0)
+    if (!lb)
         snprintf(buf, cap, "scalar");
-    else if (v.ring > 0)
-        snprintf(buf, cap, "ld%d ring%d", lb, v.ring);
-    else if (v.ring == 0)
-        snprintf(buf, cap, "ld%d ring", lb);
     else if (v.minb > 0)
         snprintf(buf, cap, "ld%d w%db%d", lb, v.warps, v.minb);
     else
@@ -660,14 +646,14 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
     void *dx = up(x, (size_t)n * ldx, idt);
     size_t y_bytes = (size_t)n * ldy * lg_kdtype_size(ydt);
     void *dy = beta != 0.0f ? up(y0, (size_t)n * ldy, ydt) : dpoison(y_bytes);
-    qvar_set(v);
+    KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
     KK(lg_k_gemv_quant(dy, ydt, ldy, &w.d, dx, ldx, idt, n, beta, NULL));
     float *g = down(dy, (size_t)n * ldy, ydt);
     char shape[96], sn[32], pn[32];
     snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s", scheme_name(&s, sn, sizeof sn),
              dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, v, pn, sizeof pn),
              beta != 0.0f ? " y+=" : "");
-    qvar_set(QV_DEFAULT);
+    KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
     report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
     lg_qmat_free(&q);
     qmat_free(&w);
@@ -976,8 +962,6 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3, 1)},
         {"gemv_quant 16 warps, 3 blocks", lg_k_gemv_quant_set_variant(16, 3)},
         {"gemv_quant 8 warps, 4 blocks", lg_k_gemv_quant_set_variant(8, 4)},
-        {"gemv_quant ring of 3 warps", lg_k_gemv_quant_set_ring(3)},
-        {"gemv_quant ring of 32 warps", lg_k_gemv_quant_set_ring(32)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int ok = cases[i].rc == -1 && lg_k_last_error()[0] != 0;
@@ -1212,9 +1196,9 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
         printf("BENCH dequant    %-11s -> f16 M %5d K %5d:         %8.1f us  %7.1f GB/s  %5.1f%% "
                "of copy\n", sn, M, K, us, gbs, 100.0 * gbs / copy_gbs);
     } else {
-        qvar_set(v);
+        KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
         float us = time_launches(launch_gemv_quant, &c, copies);
-        qvar_set(QV_DEFAULT);
+        KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
         double gbs = (qbytes + (double)n * K * 2) / (us * 1e-6) / 1e9;
         printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
                "of copy  %4.2fx fp16 gemv\n", sn, M, K, n, qpath(&w.d, x, K, v, pn, sizeof pn),
@@ -1256,10 +1240,8 @@ static void bench_quant_all(size_t l2, double copy)
     print_gemv16(4, 11008, 4096, us16_4, copy);
     for (int j = 0; j < 2; j++)
         bench_quant(&schemes[j], 4, 11008, 4096, QV_DEFAULT, 0, copy, us16_4, l2);
-    /* the variants on every shape, for q8, q4 g64 with mins, fp8: the register kernel as it was
-     * chosen (8 warps, 3 blocks an SM for q4 with rows enough), the ring kernel with its warps a
-     * block forced */
-    static const qvar variants[] = {QV(8, 0), QV_RING(2), QV_RING(4), QV_RING(8)};
+    /* the variants (warps a block, blocks an SM) on every shape, for q8, q4 g64 with mins, fp8 */
+    static const qvar variants[] = {{8, 1}, {8, 3}, {4, 1}, {16, 1}};
     static const int vs[] = {0, 1, 4};
     for (int i = 0; i < 4; i++)
         for (int v = 0; v < 4; v++)
@@ -1443,7 +1425,7 @@ int main(int argc, char **argv)
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize / 1e6);
-    if (argc > 1 && strcmp(argv[1], "--bench-quant") == 0) {
+    if (argc > 1 && strcmp(argv[1], "--bench-quant") == 0) { /* the quantized GEMV table alone */
         double copy = copy_bandwidth();
         printf("BENCH device-to-device copy: %.1f GB/s (read + write)\n", copy);
         bench_quant_all((size_t)prop.l2CacheSize, copy);
@@ -1558,17 +1540,6 @@ int main(int argc, char **argv)
         check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV(8, 3));
         check_gemv_quant(h, F32, 2, 1000, 4096, F8, 0, 0, 0.0f, QV(8, 3));
         check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV(8, 3));
-        /* the ring kernel with its warps a block forced: 1 (no reduction between warps), 2 and 16
-         * (16 warps on 4 steps of 256 columns: most warps have none), every width, odd rows (the
-         * last scale word read directly), 9 rows of x */
-        check_gemv_quant(h, F32, 2, 50, 256, Q8, 0, 0, 0.0f, QV_RING(16));
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_RING(1));
-        check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV_RING(16));
-        check_gemv_quant(h, F32, 2, 1001, 4096, F8, 0, 0, 0.0f, QV_RING(2));
-        check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV_RING(16));
-        check_gemv_quant(h, F32, 9, 41, 4096, Q4, 32, 1, 1.0f, QV_RING(4));
-        check_gemv_quant(h, F32, 2, 39, 4096 + 16, Q4, 16, 1, 0.0f, QV_RING(2));
-        check_gemv_quant(h, F32, 1, 7, 4096 + 48, Q8, 48, 0, 0.0f, QV_RING(1));
         check_gemv_quant(h, F32, 9, 40, 4096, Q4, 32, 1, 1.0f, QV(8, 3));
         check_gemv_quant(h, F32, 2, 40, 4096 + 16, Q4, 16, 1, 0.0f, QV(8, 3));
         check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, QV(0, 1));
