@@ -745,9 +745,34 @@ static void attention_ref(const lg_kmask *mask, int P, int n, const float *k, co
     lg_attn_scratch_free(&s);
 }
 
-/* n queries at positions T-n..T-1 over keys 0..T-1 (prefill of the last n of T tokens). */
-static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, const lg_kmask *mask,
-                          lg_kprefill_kernel which)
+/* V's values, beyond uniform in [-1, 1): bfloat16 values outside float16's range, and under its
+ * normal range, which a bfloat16 path that went through float16 anywhere (as a faster P V would:
+ * docs/BENCHMARKS.md, 2026-11-26) would turn to infinity or cut to a few bits */
+enum v_range {
+    V_PLAIN,
+    V_HUGE_TILE, /* keys 128..255 times 2^17: past float16's range, in a tile among plain ones */
+    V_TINY,      /* everything times 2^-20: no tile reaches 2^-10, and float16 would keep 4 bits */
+};
+
+static const char *v_range_name(enum v_range r)
+{
+    return r == V_HUGE_TILE ? " V*2^17@128" : r == V_TINY ? " V*2^-20" : "";
+}
+
+/* scales by powers of two: the values stay exact in every type */
+static void apply_v_range(float *v, int T, int ldkv, enum v_range r)
+{
+    for (int t = 0; t < T; t++) {
+        float f = r == V_TINY ? 0x1p-20f : r == V_HUGE_TILE && t >= 128 && t < 256 ? 0x1p17f : 1.0f;
+        for (int c = 0; c < ldkv; c++)
+            v[(size_t)t * ldkv + c] *= f;
+    }
+}
+
+/* n queries at positions T-n..T-1 over keys 0..T-1 (prefill of the last n of T tokens), V's
+ * values as r says. */
+static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
+                            const lg_kmask *mask, lg_kprefill_kernel which, enum v_range r)
 {
     /* the wgmma kernel where it takes the shape; the cases it does not take are the others' */
     if (which == LG_KPREFILL_WGMMA && !lg_k_attn_prefill_wgmma_takes(hd, dt))
@@ -756,6 +781,7 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     /* q scaled by 3: scores of std ~1, so the softmax is neither flat nor one-hot */
     float *q = rnd((size_t)n * ldq, 3.0f, 0.0f, dt);
     float *k = rnd((size_t)T * ldkv, 1.0f, 0.0f, dt), *v = rnd((size_t)T * ldkv, 1.0f, 0.0f, dt);
+    apply_v_range(v, T, ldkv, r);
     float *ref = xmalloc((size_t)n * ldo * sizeof(float));
     attention_ref(mask, T - 1, n, k, v, ldkv, q, ldq, nh, nkv, hd, ref, ldo);
     void *dq = up(q, (size_t)n * ldq, dt), *dk = up(k, (size_t)T * ldkv, dt);
@@ -768,8 +794,8 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
     lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
     float *g = down(dout, (size_t)n * ldo, dt);
     char shape_s[96], mb[32];
-    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s", dname(dt), T, n, nh, nkv,
-             hd, mask_name(mask, mb, sizeof mb));
+    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s%s", dname(dt), T, n, nh,
+             nkv, hd, mask_name(mask, mb, sizeof mb), v_range_name(r));
     /* float32 always takes the row kernel */
     const char *kname = which == LG_KPREFILL_ROWS || dt == LG_KDT_F32 ? "prefill (rows)"
                       : which == LG_KPREFILL_WGMMA                   ? "prefill (wgmma)"
@@ -779,6 +805,12 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
            ldo, dt, bound_of(dt, dt));
     free(q), free(k), free(v), free(ref), free(g);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
+}
+
+static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, const lg_kmask *mask,
+                          lg_kprefill_kernel which)
+{
+    check_prefill_v(dt, T, n, nh, nkv, hd, mask, which, V_PLAIN);
 }
 
 /* n queries at positions P-n+1..P over a cache whose slots hold positions 0..P in a random order,
@@ -1582,6 +1614,14 @@ int main(int argc, char **argv)
          * wgmma kernel takes two or three, its buffers carrying over from one to the next */
         check_prefill(dt, 3000, 3000, 8, 2, 128, &full, LG_KPREFILL_WGMMA);
         check_prefill(dt, 3000, 3000, 12, 4, 128, &sw_big, LG_KPREFILL_WGMMA);
+        /* bfloat16 V past float16's range in one tile of several, and under it everywhere */
+        for (int kn = 0; kn < 2 && dt == LG_KDT_BF16; kn++) {
+            lg_kprefill_kernel kern = kn ? LG_KPREFILL_WGMMA : LG_KPREFILL_MMA;
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &sw_big, kern, V_HUGE_TILE);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_TINY);
+            check_prefill_v(dt, 3000, 129, 8, 8, 128, &full, kern, V_TINY);
+        }
         /* head sizes only the row kernel takes */
         for (int m = 0; m < 3; m++) {
             check_prefill(dt, 17, 17, 4, 2, 8, masks[m], LG_KPREFILL_AUTO);
