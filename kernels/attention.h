@@ -88,13 +88,6 @@ void lg_k_attn_prefill_force(lg_kprefill_kernel which);
  * Not thread-safe. */
 void lg_k_attn_prefill_set_schedule(int which);
 
-/* bfloat16 prefill on the tensor cores: 1 (the default) splits P into bfloat16 hi + lo parts, both
- * multiplied by V, as accurate as float16 (P to 2^-16; the checks' rel ~1e-4); 0 rounds P to
- * bfloat16 once, as torch's scaled_dot_product_attention and FlashAttention do: one P V product a
- * tile instead of two, float16's speed, and about 1e-3 relative error on random data (2^-9 a
- * value of P). The environment's LG_BF16_P=round sets 0 at the first call. Not thread-safe. */
-void lg_k_attn_prefill_set_bf16_split(int split);
-
 /* Whether the wgmma kernel takes head_dim hd in dt on the current device. */
 int lg_k_attn_prefill_wgmma_takes(int hd, lg_kdtype dt);
 

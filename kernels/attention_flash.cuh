@@ -19,7 +19,6 @@ struct fa_params {
     int group;
     float scale_log2;
     lg_dmask mask;
-    int split_p; /* bfloat16: P split into hi + lo parts (1) or rounded once (0) */
 };
 
 /* ---------------------------------------------------------------- PTX wrappers */

@@ -9,14 +9,12 @@
  *
  * bfloat16 keeps only 8 bits of P, which alone would cost ~1.5e-3 relative error; there P is split
  * into hi + lo bfloat16 parts and both multiply V (one more MMA per tile for P V), so the result is
- * as accurate as the float16 path (SPLIT; lg_k_attn_prefill_set_bf16_split(0) rounds P once, as
- * torch's SDPA does).
+ * as accurate as the float16 path.
  *
  * Head sizes 32, 64, 128 with 16-byte aligned float16 or bfloat16 rows take this kernel; the
  * others, and float32 (the tensor cores would round it to 16 bits), take the row kernel
  * (attention_rows.cu). CPU twin: lg_attention_cpu (runtime/attention_cpu.c). */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 #include <type_traits>
 
@@ -27,12 +25,12 @@
 
 /* ---------------------------------------------------------------- the kernel */
 
-template <typename T, int HD, bool SPLIT>
+template <typename T, int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params p)
 {
     constexpr int BM = 16 * FA_WARPS, BN = FA_BN, C = HD / 8, NT = FA_WARPS * 32;
     constexpr int SWZ = (C < 8 ? C : 8) - 1;
-    constexpr bool LO = std::is_same<T, __nv_bfloat16>::value && SPLIT; /* P's lo part too */
+    constexpr bool BF16 = std::is_same<T, __nv_bfloat16>::value;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     T *Qs = reinterpret_cast<T *>(fa_smem);
     T *Ks = Qs + BM * HD;     /* [2][BN][HD] */
@@ -165,7 +163,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
             a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
             a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            if constexpr (LO) {
+            if constexpr (BF16) {
                 const float *src[4] = {&s[2 * kk][0], &s[2 * kk][2], &s[2 * kk + 1][0],
                                        &s[2 * kk + 1][2]};
 #pragma unroll
@@ -180,7 +178,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
                 ldsm_x4_trans(b, Vb + swz(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, 2 * dp + (lane >> 4)));
                 lg_mma16816<T>(o[2 * dp], a, b[0], b[1]);
                 lg_mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
-                if constexpr (LO) {
+                if constexpr (BF16) {
                     lg_mma16816<T>(o[2 * dp], alo, b[0], b[1]);
                     lg_mma16816<T>(o[2 * dp + 1], alo, b[2], b[3]);
                 }
@@ -194,48 +192,23 @@ __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_kernel(fa_params 
     fa_store_o<T, HD>(&o[0][0], lrow, p, m0, warp * 16 + g, rows, h, tq);
 }
 
-template <typename T, int HD, bool SPLIT>
-static int fa_launch_split(const fa_params &p, int n_heads, cudaStream_t s, const char *who)
+template <typename T, int HD>
+static int fa_launch(const fa_params &p, int n_heads, cudaStream_t s, const char *who)
 {
     constexpr int BM = 16 * FA_WARPS;
     size_t smem = (size_t)(BM + 4 * FA_BN) * HD * sizeof(T);
     static unsigned long long optin_done; /* per instantiation, a bit per device */
-    if (lg_smem_optin((const void *)flash_prefill_kernel<T, HD, SPLIT>, smem, &optin_done) != 0)
+    if (lg_smem_optin((const void *)flash_prefill_kernel<T, HD>, smem, &optin_done) != 0)
         return -1;
     dim3 grid((p.n + BM - 1) / BM, n_heads);
-    flash_prefill_kernel<T, HD, SPLIT><<<grid, FA_WARPS * 32, smem, s>>>(p);
+    flash_prefill_kernel<T, HD><<<grid, FA_WARPS * 32, smem, s>>>(p);
     LG_CUDA_LAUNCHED(who);
     return 0;
-}
-
-template <typename T, int HD>
-static int fa_launch(const fa_params &p, int n_heads, cudaStream_t s, const char *who)
-{
-    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        if (p.split_p)
-            return fa_launch_split<T, HD, true>(p, n_heads, s, who);
-    }
-    return fa_launch_split<T, HD, false>(p, n_heads, s, who);
 }
 
 /* ---------------------------------------------------------------- the launcher */
 
 static lg_kprefill_kernel forced = LG_KPREFILL_AUTO;
-static int bf16_split = -1; /* -1: not yet set (the environment decides at the first call) */
-
-extern "C" void lg_k_attn_prefill_set_bf16_split(int split)
-{
-    bf16_split = split != 0;
-}
-
-static int bf16_split_now()
-{
-    if (bf16_split < 0) {
-        const char *e = getenv("LG_BF16_P");
-        bf16_split = !(e && strcmp(e, "round") == 0);
-    }
-    return bf16_split;
-}
 
 extern "C" void lg_k_attn_prefill_force(lg_kprefill_kernel which)
 {
@@ -297,7 +270,6 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
         p.group = shape->n_heads / shape->n_kv_heads;
         p.scale_log2 = shape->scale * 1.4426950408889634f;
         p.mask = m;
-        p.split_p = bf16_split_now();
         int nh = shape->n_heads;
         if (lg_fa_sm90_takes(hd, dt) &&
             (forced == LG_KPREFILL_WGMMA || (forced == LG_KPREFILL_AUTO && lg_fa_sm90_prefers(m))))

@@ -25,8 +25,7 @@
  * by the row's low three bits, the layout wgmma's 128-byte-swizzle descriptors describe.
  *
  * bfloat16 splits P into hi + lo parts (as the mma.sync kernel does, for the same accuracy as
- * float16), one more P V product per tile (SPLIT; without it P is rounded to bfloat16 once, as
- * torch's SDPA does: lg_k_attn_prefill_set_bf16_split).
+ * float16), one more P V product per tile.
  *
  * Head size 128 only (Llama's); the others take the mma.sync kernel. CPU twin: lg_attention_cpu. */
 #include <cuda.h>
@@ -210,7 +209,7 @@ struct sm90_args {
     int n_qtiles, n_heads; /* work items: n_qtiles x n_heads */
 };
 
-template <typename T, bool SPLIT>
+template <typename T>
 __global__ void __launch_bounds__(SM90_THREADS, 1)
     flash_prefill_sm90_kernel(const __grid_constant__ sm90_args args)
 {
@@ -219,7 +218,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     constexpr int KSTEPS = HD / 16, PSTEPS = BN / 16;
     constexpr uint32_t TILE = BN * HD * 2, QTILE = BM * HD * 2; /* bytes */
     constexpr bool BF = std::is_same<T, __nv_bfloat16>::value;
-    constexpr bool LO = BF && SPLIT; /* P's lo part too */
     const fa_params &p = args.p;
     const int n_items = args.n_qtiles * args.n_heads, G = gridDim.x, b = blockIdx.x;
     extern __shared__ unsigned char sm90_raw[];
@@ -314,7 +312,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 
     float o[64], s[64];
     float mrow[2], lrow[2];
-    unsigned pa[PSTEPS][4], plo[LO ? PSTEPS : 1][4];
+    unsigned pa[PSTEPS][4], plo[BF ? PSTEPS : 1][4];
     /* S of tile jt scaled to base 2 and masked; then the online-softmax update of row r's max and
      * sum, leaving exp2(S - max) in s. Returns nothing: corr[r] is the rescale of the old O. */
     auto softmax = [&](int jt, float (&corr)[2]) {
@@ -382,7 +380,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
             pa[kk][1] = pack2<T>(a[2], a[3]);
             pa[kk][2] = pack2<T>(a[4], a[5]);
             pa[kk][3] = pack2<T>(a[6], a[7]);
-            if constexpr (LO) {
+            if constexpr (BF) {
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     float2 hi = unpack2<T>(pa[kk][i]);
@@ -400,7 +398,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 #pragma unroll
         for (int kk = 0; kk < PSTEPS; kk++) {
             wg_rs_t<BF>(o, pa[kk], v_desc(st, kk));
-            if constexpr (LO)
+            if constexpr (BF)
                 wg_rs_t<BF>(o, plo[kk], v_desc(st, kk));
         }
     };
@@ -532,20 +530,19 @@ static int tensor_map(CUtensorMap *m, lg_kdtype dt, const void *base, int ld, in
     return 0;
 }
 
-template <typename T, bool SPLIT>
-static int sm90_launch(const sm90_args &a, cudaStream_t s, const char *who)
+template <typename T> static int sm90_launch(const sm90_args &a, cudaStream_t s, const char *who)
 {
     /* Q, K and V double-buffered, and the 1024-byte alignment */
     size_t smem = 2 * (size_t)SM90_BM * SM90_HD * 2 + 4 * (size_t)SM90_BN * SM90_HD * 2 + 1024;
     static unsigned long long optin_done; /* per instantiation, a bit per device */
-    if (lg_smem_optin((const void *)flash_prefill_sm90_kernel<T, SPLIT>, smem, &optin_done) != 0)
+    if (lg_smem_optin((const void *)flash_prefill_sm90_kernel<T>, smem, &optin_done) != 0)
         return -1;
     /* persistent: one block an SM walks its share of the work items; else the hardware deals
      * them out, a block each */
     int items = a.n_qtiles * a.n_heads, sms = lg_sm_count();
     bool persistent = schedule == 1 || (schedule == 0 && items <= SM90_PERSISTENT_MAX * sms);
     int grid = persistent ? min(items, sms) : items;
-    flash_prefill_sm90_kernel<T, SPLIT><<<grid, SM90_THREADS, smem, s>>>(a);
+    flash_prefill_sm90_kernel<T><<<grid, SM90_THREADS, smem, s>>>(a);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -560,8 +557,5 @@ int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_
         return -1;
     a.n_qtiles = (p.n + SM90_BM - 1) / SM90_BM;
     a.n_heads = n_heads;
-    if (dt == LG_KDT_F16)
-        return sm90_launch<__half, false>(a, s, who);
-    return p.split_p ? sm90_launch<__nv_bfloat16, true>(a, s, who)
-                     : sm90_launch<__nv_bfloat16, false>(a, s, who);
+    return dt == LG_KDT_F16 ? sm90_launch<__half>(a, s, who) : sm90_launch<__nv_bfloat16>(a, s, who);
 }

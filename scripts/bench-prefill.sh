@@ -2,11 +2,9 @@
 # Prefill attention against torch's scaled_dot_product_attention, in one device call: Llama-2-7B's
 # attention layer (32 heads of 128, causal, batch 1) at 4K and 16K tokens in float16 and bfloat16,
 # through the wgmma kernel (Hopper), the mma.sync kernel and torch (present on the device machine),
-# plus the sparse masks and the wgmma kernel's two schedules; bf16r is bfloat16 with P rounded to
-# bfloat16 once (lg_k_attn_prefill_set_bf16_split(0): torch's numerics), set against torch's
-# bfloat16. TFLOP/s = 4 * head_dim * heads * visible (query, key) pairs / time. Prints the raw
-# lines, then a table whose ratio is torch's time over ours (above 1: ours is faster), both from
-# this run on this GPU.
+# plus the sparse masks and the wgmma kernel's two schedules. TFLOP/s = 4 * head_dim * heads *
+# visible (query, key) pairs / time. Prints the raw lines, then a table whose ratio is torch's time
+# over ours (above 1: ours is faster), both from this run on this GPU.
 #
 # usage: scripts/bench-prefill.sh            (builds first: scripts/device-build.sh)
 #        scripts/bench-prefill.sh --table OURS_LOG SDPA_LOG   (only the table, from saved output)
@@ -33,8 +31,7 @@ for key in sorted(ours, key=lambda k: (k[2] != "full", k[0], k[1])):
     dt, T, mask = key
     r = ours[key]
     cell = lambda v: f"{v[0]:.3f} ({v[1]:.0f})" if v else "-"
-    # bf16r (P rounded to bfloat16 once, as torch does) against torch's bfloat16
-    s = sdpa.get(("bf16" if dt == "bf16r" else dt, T, mask), {}).get("sdpa")
+    s = sdpa.get(key, {}).get("sdpa")
     w = r.get("wgmma")
     ratio = f"{s[0] / w[0]:.2f}x" if s and w else "-"
     print(f"| {dt} T {T} {mask} | {cell(w)} | {cell(r.get('mma'))} | {cell(s)} | {ratio} |")

@@ -770,11 +770,9 @@ static void apply_v_range(float *v, int T, int ldkv, enum v_range r)
 }
 
 /* n queries at positions T-n..T-1 over keys 0..T-1 (prefill of the last n of T tokens), V's
- * values as r says; round_p: bfloat16's P rounded once (lg_k_attn_prefill_set_bf16_split(0)), not
- * split into hi + lo. */
+ * values as r says. */
 static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
-                            const lg_kmask *mask, lg_kprefill_kernel which, enum v_range r,
-                            int round_p)
+                            const lg_kmask *mask, lg_kprefill_kernel which, enum v_range r)
 {
     /* the wgmma kernel where it takes the shape; the cases it does not take are the others' */
     if (which == LG_KPREFILL_WGMMA && !lg_k_attn_prefill_wgmma_takes(hd, dt))
@@ -791,15 +789,13 @@ static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
     void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
     lg_k_attn_prefill_force(which);
-    lg_k_attn_prefill_set_bf16_split(!round_p);
     KK(lg_k_attn_prefill(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, n, T - n, T, 0, &shape, mask,
                          NULL));
-    lg_k_attn_prefill_set_bf16_split(1);
     lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
     float *g = down(dout, (size_t)n * ldo, dt);
     char shape_s[96], mb[32];
-    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s%s%s", dname(dt), T, n, nh,
-             nkv, hd, mask_name(mask, mb, sizeof mb), v_range_name(r), round_p ? " P rounded" : "");
+    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s%s", dname(dt), T, n, nh,
+             nkv, hd, mask_name(mask, mb, sizeof mb), v_range_name(r));
     /* float32 always takes the row kernel */
     const char *kname = which == LG_KPREFILL_ROWS || dt == LG_KDT_F32 ? "prefill (rows)"
                       : which == LG_KPREFILL_WGMMA                   ? "prefill (wgmma)"
@@ -814,7 +810,7 @@ static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
 static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, const lg_kmask *mask,
                           lg_kprefill_kernel which)
 {
-    check_prefill_v(dt, T, n, nh, nkv, hd, mask, which, V_PLAIN, 0);
+    check_prefill_v(dt, T, n, nh, nkv, hd, mask, which, V_PLAIN);
 }
 
 /* n queries at positions P-n+1..P over a cache whose slots hold positions 0..P in a random order,
@@ -1308,12 +1304,10 @@ static double visible_pairs(const lg_kmask *m, int T)
     return pairs;
 }
 
-/* round_p: bfloat16's P rounded once ("bf16r"), not split */
 static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *mask,
-                          lg_kprefill_kernel which, int round_p)
+                          lg_kprefill_kernel which)
 {
     lg_k_attn_prefill_force(which);
-    lg_k_attn_prefill_set_bf16_split(!round_p);
     size_t n = (size_t)T * nh * hd;
     float *h = rnd(n, 1.0f, 0.0f, dt);
     void *q = up(h, n, dt), *k = up(h, n, dt), *v = up(h, n, dt), *o = dpoison(n * 2);
@@ -1335,15 +1329,13 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
     }
     CK(cudaGetLastError());
     lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
-    lg_k_attn_prefill_set_bf16_split(1);
     float ms = median(t, reps);
     double flops = 4.0 * hd * nh * visible_pairs(mask, T);
     char mb[32];
     const char *kname = which == LG_KPREFILL_WGMMA && lg_k_attn_prefill_wgmma_takes(hd, dt) ? "wgmma"
                                                                                           : "mma";
     printf("BENCH prefill %-5s %s T %6d heads %d hd %d %-12s: %9.3f ms  %6.1f TFLOP/s\n", kname,
-           round_p && dt == LG_KDT_BF16 ? "bf16r" : dname(dt), T, nh, hd,
-           mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
+           dname(dt), T, nh, hd, mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
@@ -1358,20 +1350,20 @@ static void bench_prefill_all(void)
     const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16};
     for (int w = 0; w < 2; w++) {
         lg_kprefill_kernel which = w ? LG_KPREFILL_MMA : LG_KPREFILL_WGMMA;
-        for (int i = 0; i < 3; i++) { /* f16, bf16, bf16 with P rounded once */
-            bench_prefill(H[i > 0], 4096, 32, 128, &full, which, i == 2);
-            bench_prefill(H[i > 0], 16384, 32, 128, &full, which, i == 2);
+        for (int i = 0; i < 2; i++) {
+            bench_prefill(H[i], 4096, 32, 128, &full, which);
+            bench_prefill(H[i], 16384, 32, 128, &full, which);
         }
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which, 0);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which, 0);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which);
     }
     /* the wgmma kernel's schedules: persistent blocks, and a block per work item */
     for (int sched = 1; sched <= 2; sched++) {
         lg_k_attn_prefill_set_schedule(sched);
         printf("schedule: %s\n", sched == 1 ? "persistent" : "a block per item");
         for (int T = 4096; T <= 32768; T *= 2)
-            bench_prefill(LG_KDT_F16, T, 32, 128, &full, LG_KPREFILL_WGMMA, 0);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, LG_KPREFILL_WGMMA, 0);
+            bench_prefill(LG_KDT_F16, T, 32, 128, &full, LG_KPREFILL_WGMMA);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, LG_KPREFILL_WGMMA);
     }
     lg_k_attn_prefill_set_schedule(0);
 }
@@ -1625,19 +1617,10 @@ int main(int argc, char **argv)
         /* bfloat16 V past float16's range in one tile of several, and under it everywhere */
         for (int kn = 0; kn < 2 && dt == LG_KDT_BF16; kn++) {
             lg_kprefill_kernel kern = kn ? LG_KPREFILL_WGMMA : LG_KPREFILL_MMA;
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE, 0);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &sw_big, kern, V_HUGE_TILE, 0);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_TINY, 0);
-            check_prefill_v(dt, 3000, 129, 8, 8, 128, &full, kern, V_TINY, 0);
-            /* P rounded to bfloat16 once (torch's numerics): 2^-9 a value of P, about 1e-3 of the
-             * 2e-3 bound on these random inputs, so the bound still tells a wrong result (rel ~1)
-             * from this rounding, but with less room than the split path's ~1e-4 */
-            check_prefill_v(dt, 256, 256, 8, 2, 128, &full, kern, V_PLAIN, 1);
-            check_prefill_v(dt, 1537, 1537, 4, 2, 128, &full, kern, V_PLAIN, 1);
-            check_prefill_v(dt, 1000, 77, 8, 2, 128, &sw, kern, V_PLAIN, 1);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &bs_big, kern, V_PLAIN, 1);
-            check_prefill_v(dt, 3000, 3000, 8, 2, 128, &full, kern, V_PLAIN, 1);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE, 1);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &sw_big, kern, V_HUGE_TILE);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_TINY);
+            check_prefill_v(dt, 3000, 129, 8, 8, 128, &full, kern, V_TINY);
         }
         /* head sizes only the row kernel takes */
         for (int m = 0; m < 3; m++) {
