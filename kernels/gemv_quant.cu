@@ -443,56 +443,32 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
                 acc[i] = ones[i] = 0.0f;
         }
     }
+
+    /* the steps [s_begin, s_end), the first round already loaded into ra0: two rounds of codes in
+     * flight, the next round's loads issued before this one's products */
+    __device__ __forceinline__ void run(const qparams &p, qround<T, M, CB, R> &ra0,
+                                        qround<T, M, CB, R> &ra1, int s_begin)
+    {
+        for (int s0 = s_begin; s0 < s_end; s0 += 2 * G::U) {
+            if (s0 + G::U < s_end)
+                load(p, ra1, s0 + G::U);
+            compute(ra0, s0);
+            if (s0 + G::U >= s_end)
+                break;
+            if (s0 + 2 * G::U < s_end)
+                load(p, ra0, s0 + 2 * G::U);
+            compute(ra1, s0 + G::U);
+        }
+    }
 };
 
-template <typename T, int M, int CB, int NT, int MINB, bool G1>
-__global__ void __launch_bounds__(NT, MINB)
-    qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
-                     int nt, int accumulate)
+/* The block's 16 rows from its warps' sums (sums: this lane's, accumulator layout c0, c1: row g,
+ * x rows 2q, 2q + 1; c2, c3: row g + 8) through shared memory red ([warps][QG_ROWS][QG_TOKENS])
+ * into y; rows past p.rows are dropped. Ends with the block synchronized, red free again. */
+__device__ __forceinline__ void qreduce_store(float *red, const float *sums, int warp, int warps,
+                                              int g, int q, int row0, const qparams &p, void *y,
+                                              int y_dt, int ldy, int nt, int accumulate)
 {
-    constexpr int R = MINB > 1 ? 4 : 8;
-    typedef qgeom<T, M, CB, R> G;
-    constexpr int U = G::U;
-    extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const int g = lane >> 2, q = lane & 3;
-    const int row0 = blockIdx.x * QG_ROWS;
-    /* rows past the end read the last row and are dropped at the store */
-    const int ra = min(row0 + g, p.rows - 1), rb = min(row0 + g + 8, p.rows - 1);
-    qwalk<T, M, CB, R, G1> w;
-    w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
-    w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
-    /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
-    w.xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
-    w.ia = (size_t)ra * p.n_groups, w.ib = (size_t)rb * p.n_groups;
-    const int steps = p.cols / G::WIN;
-    w.spg = p.group / G::WIN; /* steps per group */
-    const int s_begin = (int)((long long)steps * warp / warps);
-    w.s_end = (int)((long long)steps * (warp + 1) / warps);
-    w.grp = s_begin / w.spg, w.left = w.spg - s_begin % w.spg;
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        w.acc[i] = w.ones[i] = w.sums[i] = 0.0f;
-
-    /* two rounds of codes in flight: the next round's loads are issued before this one's products
-     * (the codes are written by no kernel, so the first round goes out before the wait) */
-    qround<T, M, CB, R> ra0, ra1;
-    w.load(p, ra0, s_begin);
-    lg_pdl_wait();
-    lg_pdl_trigger();
-    for (int s0 = s_begin; s0 < w.s_end; s0 += 2 * U) {
-        if (s0 + U < w.s_end)
-            w.load(p, ra1, s0 + U);
-        w.compute(ra0, s0);
-        if (s0 + U >= w.s_end)
-            break;
-        if (s0 + 2 * U < w.s_end)
-            w.load(p, ra0, s0 + 2 * U);
-        w.compute(ra1, s0 + U);
-    }
-    float *sums = w.sums;
-
-    /* accumulator c0, c1: row g, x rows 2q, 2q + 1; c2, c3: row g + 8 */
     float *rw = red + warp * (QG_ROWS * QG_TOKENS);
     rw[g * QG_TOKENS + 2 * q] = sums[0];
     rw[g * QG_TOKENS + 2 * q + 1] = sums[1];
@@ -507,6 +483,79 @@ __global__ void __launch_bounds__(NT, MINB)
         if (row < p.rows) {
             size_t o = (size_t)t * ldy + row;
             lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + s : s);
+        }
+    }
+    __syncthreads();
+}
+
+/* A block owns the 16-row tile blockIdx.x. For q8 and fp8 (qg_persistent) the blocks are
+ * persistent: a block walks the tiles blockIdx.x, + gridDim.x, ... (the launcher gives it as many
+ * blocks as the SMs hold at once), and a warp's first round of the next tile is loaded before the
+ * block sums the current one, so that only the first tile waits on memory with nothing in flight
+ * (on an H100, half of the q8 kernel's stalls were on the first two rounds of a tile when each block
+ * owned one). q4 keeps a block a tile: persistent, its 7B decode was 1-2% slower (4096-row
+ * products 4% slower, 12288 and 32000 rows 4-5% faster). */
+static constexpr __host__ __device__ bool qg_persistent(int method)
+{
+    return method == QM_Q8 || method == QM_FP8;
+}
+
+template <typename T, int M, int CB, int NT, int MINB, bool G1>
+__global__ void __launch_bounds__(NT, MINB)
+    qgemv_mma_kernel(void *y, int y_dt, int ldy, qparams p, const T *__restrict__ x, int ldx,
+                     int nt, int accumulate)
+{
+    constexpr int R = MINB > 1 ? 4 : 8;
+    typedef qgeom<T, M, CB, R> G;
+    extern __shared__ float red[]; /* [warps][QG_ROWS][QG_TOKENS] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int g = lane >> 2, q = lane & 3;
+    const int n_tiles = (p.rows + QG_ROWS - 1) / QG_ROWS;
+    const int steps = p.cols / G::WIN;
+    const int s_begin = (int)((long long)steps * warp / warps);
+    qwalk<T, M, CB, R, G1> w;
+    w.spg = p.group / G::WIN; /* steps per group */
+    /* B column g of the mma is x's row g; lanes past nt read row 0, their columns are dropped */
+    w.xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
+    auto start = [&](int tile) {
+        /* rows past the end read the last row and are dropped at the store */
+        const int ra = min(tile * QG_ROWS + g, p.rows - 1), rb = min(tile * QG_ROWS + g + 8, p.rows - 1);
+        w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
+        w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
+        w.ia = (size_t)ra * p.n_groups, w.ib = (size_t)rb * p.n_groups;
+        w.s_end = (int)((long long)steps * (warp + 1) / warps);
+        w.grp = s_begin / w.spg, w.left = w.spg - s_begin % w.spg;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            w.acc[i] = w.ones[i] = w.sums[i] = 0.0f;
+    };
+
+    /* two rounds of codes in flight: the next round's loads are issued before this one's products
+     * (the codes are written by no kernel, so the first round goes out before the wait) */
+    qround<T, M, CB, R> ra0, ra1;
+    int tile = blockIdx.x;
+    start(tile);
+    w.load(p, ra0, s_begin);
+    lg_pdl_wait();
+    lg_pdl_trigger();
+    if constexpr (!qg_persistent(M)) {
+        w.run(p, ra0, ra1, s_begin);
+        qreduce_store(red, w.sums, warp, warps, g, q, tile * QG_ROWS, p, y, y_dt, ldy, nt,
+                      accumulate);
+    } else {
+        for (;;) {
+            w.run(p, ra0, ra1, s_begin);
+            const float sums[4] = {w.sums[0], w.sums[1], w.sums[2], w.sums[3]};
+            const int next = tile + (int)gridDim.x;
+            if (next < n_tiles) {
+                start(next);
+                w.load(p, ra0, s_begin);
+            }
+            qreduce_store(red, sums, warp, warps, g, q, tile * QG_ROWS, p, y, y_dt, ldy, nt,
+                          accumulate);
+            if (next >= n_tiles)
+                break;
+            tile = next;
         }
     }
 }
@@ -572,29 +621,56 @@ extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int 
     return 0;
 }
 
+/* The kernel's launch: a block a tile, or for the persistent kernel as many blocks as the SMs hold
+ * at once (asked of the runtime once per instantiation), at most one a tile. */
+template <typename T, int M, int CB, int NT, int MINB, bool G1>
+static void qgemv_mma_launch(unsigned tiles, unsigned threads, size_t smem, cudaStream_t s, void *y,
+                             int y_dt, int ldy, const qparams &p, const T *x, int ldx, int nt,
+                             int acc)
+{
+    static int per_sm; /* 0: not yet asked */
+    if (!qg_persistent(M)) {
+        lg_launch_pdl(qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, tiles, threads, smem, s, y, y_dt,
+                      ldy, p, x, ldx, nt, acc);
+        return;
+    }
+    if (per_sm == 0) {
+        int n = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &n, qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, (int)threads, smem) != cudaSuccess ||
+            n < 1)
+            n = 1;
+        per_sm = n;
+    }
+    unsigned resident = (unsigned)per_sm * (unsigned)lg_sm_count();
+    lg_launch_pdl(qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, tiles < resident ? tiles : resident,
+                  threads, smem, s, y, y_dt, ldy, p, x, ldx, nt, acc);
+}
+
 template <typename T>
 static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
                       const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
 {
     size_t smem = (size_t)qg_warps * QG_ROWS * QG_TOKENS * sizeof(float);
     unsigned threads = (unsigned)qg_warps * 32;
-    /* q4 with enough blocks to fill 3 an SM: capped at 80 registers (rounds of 2 steps), 3 blocks an
-     * SM hide more of the nibble decoding's latency than 2 blocks with deeper rounds (on an H100:
-     * 43 / 47 / 51% of copy instead of 39 / 42 / 48% on 11008, 12288, 32000 x 4096); with fewer
-     * rows (4096 x 11008: 37% instead of 47%) and for q8 and fp8 (1-2% slower) the uncapped kernel */
+    /* Capped at 80 registers (rounds of 2 steps for q4, 1 for q8 and fp8), 3 blocks an SM: q4 with
+     * tiles enough to fill 3 an SM (on an H100 43 / 47 / 51% of copy instead of 39 / 42 / 48% on
+     * 11008, 12288, 32000 x 4096; with fewer rows, 4096 x 11008, 37% instead of 47%); q8 and fp8
+     * only from 3 to 6 tiles an SM (since the blocks are persistent, on an H100: q8 77 / 81%
+     * instead of 74 / 79% on 11008 and 12288 x 4096, but 80% instead of 84% on 32000 x 4096). */
     int minb = qg_min_blocks;
-    if (minb == 0)
-        minb = (method == QM_Q4 || method == QM_Q4_MINS) && qg_warps == 8 &&
-                       blocks >= 3u * (unsigned)lg_sm_count()
-                   ? 3
-                   : 1;
+    if (minb == 0) {
+        const unsigned sms = (unsigned)lg_sm_count();
+        const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
+        minb = qg_warps == 8 && blocks >= 3u * sms && (q4 || blocks <= 6u * sms) ? 3 : 1;
+    }
     /* q4 with mins whose group is one window (8 CB columns): every step ends a group (qwalk's G1;
      * on an H100 3-6% faster for g64 and g128 with mins; for symmetric q4 it was 3% slower on
      * 11008 x 4096 and 8% faster on 32000 x 4096, so it is left out there) */
     const bool g1 = method == QM_Q4_MINS && p.group == 8 * cb;
 #define QG_LAUNCH(M_, CB_, NT_, MINB_, G1_)                                                       \
-    lg_launch_pdl(qgemv_mma_kernel<T, M_, CB_, NT_, MINB_, G1_>, blocks, threads, smem, s, y,     \
-                  y_dt, ldy, p, x, ldx, nt, acc)
+    qgemv_mma_launch<T, M_, CB_, NT_, MINB_, G1_>(blocks, threads, smem, s, y, y_dt, ldy, p, x,   \
+                                                  ldx, nt, acc)
 #define QG_MINB(M_, CB_, G1_)                                                                     \
     if (minb == 3)                                                                                \
         QG_LAUNCH(M_, CB_, 256, 3, G1_);                                                          \
