@@ -15,7 +15,8 @@
  * float32 sum of a group about log2(OFF / 8) bits (the checks' worst rel with float32 outputs
  * went from 1.5e-6 to 1.2e-5, against a bound of 2e-3).
  *
- * A block owns 16 rows of W and its warps split the columns. Per step a warp reads a window of 4
+ * A block owns 16 rows of W (for q8 and fp8, one such tile after another: persistent blocks, see
+ * qgemv_mma_kernel) and its warps split the columns. Per step a warp reads a window of 4
  * chunks of each of its 16 rows: lane (g, q) loads chunk q of rows g and g + 8 (one 16, 8 or
  * 4-byte load each, L1::no_allocate: streamed once) and the matching columns of x for row g of x
  * (read through L1, where every block finds it). The mma sums over the four lanes q of a row, so
@@ -519,7 +520,8 @@ __global__ void __launch_bounds__(NT, MINB)
     w.xp = x + (size_t)(g < nt ? g : 0) * ldx + q * G::KC;
     auto start = [&](int tile) {
         /* rows past the end read the last row and are dropped at the store */
-        const int ra = min(tile * QG_ROWS + g, p.rows - 1), rb = min(tile * QG_ROWS + g + 8, p.rows - 1);
+        const int ra = min(tile * QG_ROWS + g, p.rows - 1);
+        const int rb = min(tile * QG_ROWS + g + 8, p.rows - 1);
         w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
         w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
         w.ia = (size_t)ra * p.n_groups, w.ib = (size_t)rb * p.n_groups;
