@@ -751,7 +751,7 @@ static void attention_ref(const lg_kmask *mask, int P, int n, const float *k, co
 enum v_range {
     V_PLAIN,
     V_HUGE_TILE, /* keys 128..255 times 2^17: past float16's range, in a tile among plain ones */
-    V_TINY,      /* everything times 2^-20: no tile reaches 2^-10, and float16 would keep 4 bits */
+    V_TINY,      /* everything times 2^-20: float16 would keep about 4 of bfloat16's 8 bits */
 };
 
 static const char *v_range_name(enum v_range r)
