@@ -624,27 +624,32 @@ extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int 
 }
 
 /* The kernel's launch: a block a tile, or for the persistent kernel as many blocks as the SMs hold
- * at once (asked of the runtime once per instantiation), at most one a tile. */
+ * at once (asked of the runtime once per instantiation and block size), at most one a tile. The
+ * grid only sets the pace: any number of blocks covers every tile. */
 template <typename T, int M, int CB, int NT, int MINB, bool G1>
 static void qgemv_mma_launch(unsigned tiles, unsigned threads, size_t smem, cudaStream_t s, void *y,
                              int y_dt, int ldy, const qparams &p, const T *x, int ldx, int nt,
                              int acc)
 {
-    static int per_sm; /* 0: not yet asked */
+    static int per_sm[QG_MAX_WARPS + 1]; /* by warps a block; 0: not yet asked */
     if (!qg_persistent(M)) {
         lg_launch_pdl(qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, tiles, threads, smem, s, y, y_dt,
                       ldy, p, x, ldx, nt, acc);
         return;
     }
-    if (per_sm == 0) {
-        int n = 0;
+    int &n = per_sm[threads / 32 <= QG_MAX_WARPS ? threads / 32 : 0];
+    if (n == 0) {
+        int got = 0;
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &n, qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, (int)threads, smem) != cudaSuccess ||
-            n < 1)
-            n = 1;
-        per_sm = n;
+                &got, qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, (int)threads, smem) !=
+                cudaSuccess ||
+            got < 1) {
+            (void)cudaGetLastError(); /* not the launch's error */
+            got = 1;
+        }
+        n = got;
     }
-    unsigned resident = (unsigned)per_sm * (unsigned)lg_sm_count();
+    unsigned resident = (unsigned)n * (unsigned)lg_sm_count();
     lg_launch_pdl(qgemv_mma_kernel<T, M, CB, NT, MINB, G1>, tiles < resident ? tiles : resident,
                   threads, smem, s, y, y_dt, ldy, p, x, ldx, nt, acc);
 }
