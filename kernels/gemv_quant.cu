@@ -323,7 +323,7 @@ template <int XW> __device__ __forceinline__ void ld_x(const void *p, uint32_t *
     }
 }
 
-template <typename R> __device__ __forceinline__ R ld_raw(const void *base, size_t i)
+template <typename R> __device__ __forceinline__ R ld_raw(const void *base, uint32_t i)
 {
     return __ldg(reinterpret_cast<const R *>(base) + i);
 }
@@ -377,9 +377,12 @@ template <typename T, int M, int CB, int R> struct qround {
 template <typename T, int M, int CB, int R, bool G1> struct qwalk {
     typedef qgeom<T, M, CB, R> G;
     typedef typename G::raw raw;
-    const uint8_t *ca, *cb;
+    /* 32-bit offsets from the matrix's base (a uniform register), so that the walk's state fits the
+     * capped variant's registers without rebuilding 64-bit addresses (lg_k_gemv_quant_load_bytes
+     * keeps matrices of 4 GiB of codes or more off this kernel): row a's chunk (bytes) and group
+     * index, and how far row b is from them */
+    uint32_t ca, cdb, ia, idb;
     const T *xp;
-    size_t ia, ib;
     int s_end, spg;
     int grp, left; /* the group of the next step to load, and the steps left in it */
     float acc[4], ones[4], sums[4];
@@ -392,18 +395,19 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
             const int s = s0 + u;
             r.fin[u] = false;
             if (s < s_end) {
-                ld_codes<CB>(ca + (size_t)s * (4 * CB), r.ka[u]);
-                ld_codes<CB>(cb + (size_t)s * (4 * CB), r.kb[u]);
+                const uint32_t o = ca + (uint32_t)s * (4 * CB);
+                ld_codes<CB>(p.codes + o, r.ka[u]);
+                ld_codes<CB>(p.codes + (o + cdb), r.kb[u]);
                 /* a group's partial sums are scaled after its last step (or the warp's last) */
                 bool end = G1 || --left == 0;
                 r.fin[u] = end || s + 1 == s_end;
-                const int gs = G1 ? s : grp;
+                const uint32_t gi = ia + (uint32_t)(G1 ? s : grp);
                 if (G1 || r.fin[u]) {
-                    r.sa[u] = ld_raw<raw>(p.scales, ia + gs);
-                    r.sb[u] = ld_raw<raw>(p.scales, ib + gs);
+                    r.sa[u] = ld_raw<raw>(p.scales, gi);
+                    r.sb[u] = ld_raw<raw>(p.scales, gi + idb);
                     if constexpr (M == QM_Q4_MINS) {
-                        r.ma[u] = ld_raw<raw>(p.mins, ia + gs);
-                        r.mb[u] = ld_raw<raw>(p.mins, ib + gs);
+                        r.ma[u] = ld_raw<raw>(p.mins, gi);
+                        r.mb[u] = ld_raw<raw>(p.mins, gi + idb);
                     }
                 }
                 if (!G1 && end) {
@@ -522,9 +526,10 @@ __global__ void __launch_bounds__(NT, MINB)
         /* rows past the end read the last row and are dropped at the store */
         const int ra = min(tile * QG_ROWS + g, p.rows - 1);
         const int rb = min(tile * QG_ROWS + g + 8, p.rows - 1);
-        w.ca = p.codes + (size_t)ra * p.row_bytes + q * CB;
-        w.cb = p.codes + (size_t)rb * p.row_bytes + q * CB;
-        w.ia = (size_t)ra * p.n_groups, w.ib = (size_t)rb * p.n_groups;
+        w.ca = (uint32_t)ra * (uint32_t)p.row_bytes + q * CB;
+        w.cdb = (uint32_t)(rb - ra) * (uint32_t)p.row_bytes;
+        w.ia = (uint32_t)ra * (uint32_t)p.n_groups;
+        w.idb = (uint32_t)(rb - ra) * (uint32_t)p.n_groups;
         w.s_end = (int)((long long)steps * (warp + 1) / warps);
         w.grp = s_begin / w.spg, w.left = w.spg - s_begin % w.spg;
 #pragma unroll
@@ -612,7 +617,8 @@ static int kernel_method(const lg_kqmat *w)
 /* The widest load whose window (4 chunks) divides both the group and cols, given the alignment. */
 extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx)
 {
-    if (qg_warps == 0 || !w || ((uintptr_t)x & 15) != 0 || ldx % 8 != 0)
+    if (qg_warps == 0 || !w || ((uintptr_t)x & 15) != 0 || ldx % 8 != 0 ||
+        (uint64_t)w->rows * lg_kqmat_row_bytes(w) > UINT32_MAX) /* qwalk's 32-bit offsets */
         return 0;
     int group = w->group ? w->group : w->cols;
     for (int cb = 16; cb >= 4; cb /= 2) {

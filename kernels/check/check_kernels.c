@@ -1162,6 +1162,17 @@ static void launch_dequant(void *ctx, int copy)
     KK(lg_k_dequant(c->y, c->dt, c->K, &c->wq[copy], 0, c->M, NULL));
 }
 
+/* Llama-2-7B's decode products: q|k|v, o, gate|up (as two), down, the vocabulary */
+static void bench_gemv_all(lg_blas *blas, double copy_gbs)
+{
+    bench_gemv(blas, LG_KDT_F16, 12288, 4096, copy_gbs);
+    bench_gemv(blas, LG_KDT_F16, 4096, 4096, copy_gbs);
+    bench_gemv(blas, LG_KDT_F16, 11008, 4096, copy_gbs);
+    bench_gemv(blas, LG_KDT_F16, 4096, 11008, copy_gbs);
+    bench_gemv(blas, LG_KDT_BF16, 11008, 4096, copy_gbs);
+    bench_gemv(blas, LG_KDT_F16, 32000, 4096, copy_gbs);
+}
+
 /* lg_k_gemv on a float16 [M, K] weight, n rows of x: us per product. */
 static float bench_gemv16_us(int n, int M, int K, size_t l2)
 {
@@ -1457,6 +1468,15 @@ int main(int argc, char **argv)
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount,
            prop.l2CacheSize / 1e6);
+    if (argc > 1 && strcmp(argv[1], "--bench-gemv") == 0) { /* the 16-bit GEMV table alone */
+        double copy = copy_bandwidth();
+        printf("BENCH device-to-device copy: %.1f GB/s (read + write)\n", copy);
+        lg_blas *blas = NULL;
+        KK(lg_blas_create(&blas));
+        bench_gemv_all(blas, copy);
+        lg_blas_destroy(blas);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "--bench-quant") == 0) { /* the quantized GEMV table alone */
         double copy = copy_bandwidth();
         printf("BENCH device-to-device copy: %.1f GB/s (read + write)\n", copy);
@@ -1699,10 +1719,7 @@ int main(int argc, char **argv)
     if (bench) {
         double copy = copy_bandwidth();
         printf("BENCH device-to-device copy: %.1f GB/s (read + write)\n", copy);
-        bench_gemv(blas, LG_KDT_F16, 11008, 4096, copy);
-        bench_gemv(blas, LG_KDT_F16, 4096, 11008, copy);
-        bench_gemv(blas, LG_KDT_BF16, 11008, 4096, copy);
-        bench_gemv(blas, LG_KDT_F16, 32000, 4096, copy);
+        bench_gemv_all(blas, copy);
         bench_quant_all((size_t)prop.l2CacheSize, copy);
         lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
         bench_prefill_all();
