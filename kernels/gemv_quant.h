@@ -18,8 +18,8 @@
  * Fast path (tensor cores) when x is 16-byte aligned, ldx % 8 == 0 and 4 loads of codes per row
  * (a window of 64 columns for q8 / fp8 with 16-byte loads, 128 for q4; 8 and 4-byte loads halve
  * it) divide both cols and the group (cols when per row), codes aligned to the load: per-row q8 and
- * fp8 and q4 groups of 32, 64 or 128 on Llama-2's shapes. Otherwise a scalar path gives the same
- * sums, slowly.
+ * fp8 and q4 groups of 32, 64 or 128 on Llama-2's shapes, codes under 4 GiB (the walk keeps 32-bit
+ * offsets). Otherwise a scalar path gives the same sums, slowly.
  *
  * lg_k_dequant: rows [row0, row0 + n_rows) of deq(W) into out (float16, bfloat16 or float32), each
  * element the float32 value lg_quant_dequant_rows computes (exactly), rounded once to out's type:

@@ -1000,6 +1000,15 @@ static void check_rejects(lg_blas *blas)
         report_exact("rejects", cases[i].what, ok);
     }
     printf("%-20s last message: %s\n", "", lg_k_last_error());
+    /* the tensor-core walk keeps 32-bit offsets: 4 GiB of codes or more go to the scalar path,
+     * just under it to the fast one (only the descriptor is read) */
+    const void *p256 = (const void *)256;
+    lg_kqmat big = {LG_KQ_Q8, 0, 1 << 20, 4096, p256, p256, NULL};
+    report_exact("gemv_quant path", "q8 1Mi x 4096 (4 GiB): scalar",
+                 lg_k_gemv_quant_load_bytes(&big, p256, 4096) == 0);
+    big.rows = (1 << 20) - 16;
+    report_exact("gemv_quant path", "q8 (1Mi - 16) x 4096: 16-byte loads",
+                 lg_k_gemv_quant_load_bytes(&big, p256, 4096) == 16);
 }
 
 /* ---------------------------------------------------------------- timings */
