@@ -26,10 +26,18 @@ typedef struct lg_kattn_shape {
  * attend to key rows j < T at positions k_pos0 + j (causal: key position <= query position; the
  * mask on top). Key tiles the mask hides entirely are skipped, so sparse layers cost what they read.
  * Requires q_pos0 + n - 1 <= k_pos0 + T - 1 (the chunk's own keys are among the T); a query that
- * sees no key gets zeros. mask NULL = full (host pointer). */
+ * sees no key gets zeros. mask NULL = full (host pointer).
+ * ws: device memory the call may use, ws_bytes of it (NULL, 0: none). bfloat16 on the wgmma kernel
+ * runs faster with lg_k_attn_prefill_ws_bytes(dt, T, shape) bytes (V is copied to float16 there);
+ * with less it gives the same results more slowly. Calls sharing a workspace must not overlap. */
 int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
                       const void *v, int ldv, lg_kdtype dt, int n, int q_pos0, int T, int k_pos0,
-                      const lg_kattn_shape *shape, const lg_kmask *mask, void *stream);
+                      const lg_kattn_shape *shape, const lg_kmask *mask, void *ws, size_t ws_bytes,
+                      void *stream);
+
+/* The workspace lg_k_attn_prefill uses for T keys on this device (0: it uses none): T * kv_dim
+ * * 2 bytes and a little, for bfloat16 with head_dim 128 on compute capability 9.0. */
+size_t lg_k_attn_prefill_ws_bytes(lg_kdtype dt, int T, const lg_kattn_shape *shape);
 
 /* Bytes of device workspace lg_k_attn_cache needs for n queries over up to n_slots slots (0: none).
  * One workspace of the largest size serves calls of any n and n_slots, one at a time. */

@@ -19,6 +19,9 @@ struct fa_params {
     int group;
     float scale_log2;
     lg_dmask mask;
+    /* the wgmma kernel's workspace (lg_k_attn_prefill_ws_bytes), NULL where none was given */
+    void *ws;
+    size_t ws_bytes;
 };
 
 /* ---------------------------------------------------------------- PTX wrappers */
@@ -138,5 +141,7 @@ static __device__ __forceinline__ void fa_store_o(const float *o, const float *l
 bool lg_fa_sm90_takes(int hd, lg_kdtype dt);
 bool lg_fa_sm90_prefers(const lg_dmask &m); /* whether AUTO takes it for this mask */
 int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_t s, const char *who);
+/* Bytes of workspace the wgmma kernel uses for T keys in dt (0: none), in kv_dim-wide rows. */
+size_t lg_fa_sm90_ws_bytes(lg_kdtype dt, int T, int n_kv_heads, int hd);
 
 #endif

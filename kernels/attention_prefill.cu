@@ -225,10 +225,17 @@ static bool aligned16(const void *ptr)
     return ((uintptr_t)ptr & 15) == 0;
 }
 
+extern "C" size_t lg_k_attn_prefill_ws_bytes(lg_kdtype dt, int T, const lg_kattn_shape *shape)
+{
+    if (!shape || shape->n_kv_heads < 1 || !lg_fa_sm90_takes(shape->head_dim, dt))
+        return 0;
+    return lg_fa_sm90_ws_bytes(dt, T, shape->n_kv_heads, shape->head_dim);
+}
+
 extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, const void *k, int ldk,
                                  const void *v, int ldv, lg_kdtype dt, int n, int q_pos0, int T,
                                  int k_pos0, const lg_kattn_shape *shape, const lg_kmask *mask,
-                                 void *stream)
+                                 void *ws, size_t ws_bytes, void *stream)
 {
     const char *who = "lg_k_attn_prefill";
     if (lg_attn_shape_check(shape, who))
@@ -270,6 +277,8 @@ extern "C" int lg_k_attn_prefill(void *out, int ldo, const void *q, int ldq, con
         p.group = shape->n_heads / shape->n_kv_heads;
         p.scale_log2 = shape->scale * 1.4426950408889634f;
         p.mask = m;
+        p.ws = ws;
+        p.ws_bytes = ws_bytes;
         int nh = shape->n_heads;
         if (lg_fa_sm90_takes(hd, dt) &&
             (forced == LG_KPREFILL_WGMMA || (forced == LG_KPREFILL_AUTO && lg_fa_sm90_prefers(m))))

@@ -24,8 +24,13 @@
  * Shared-memory tiles are [HD / 64][rows][64]: 128-byte rows whose 16-byte chunks are XOR-swizzled
  * by the row's low three bits, the layout wgmma's 128-byte-swizzle descriptors describe.
  *
- * bfloat16 splits P into hi + lo parts (as the mma.sync kernel does, for the same accuracy as
- * float16), one more P V product per tile.
+ * bfloat16: P rounded once to bfloat16 (8 bits) would cost most of the 2e-3 error bound, so P is
+ * float16 (11 bits) or split in two bfloat16 parts. Given a workspace (lg_k_attn_prefill_ws_bytes),
+ * a first kernel copies V to float16 there, tile by tile, and flags the 128-key tiles whose every
+ * value float16 holds exactly (no bfloat16 value past 65504 or below 2^-17 in magnitude, the usual
+ * case); for those the producer loads the float16 copy and the consumers multiply it by P in float16,
+ * one product a tile as for float16 inputs. Tiles not flagged, and every tile without a workspace,
+ * take the split: P = hi + lo, both bfloat16, two P V products (the mma.sync kernel does the same).
  *
  * Head size 128 only (Llama's); the others take the mma.sync kernel. CPU twin: lg_attention_cpu. */
 #include <cuda.h>
@@ -205,9 +210,45 @@ static __device__ __forceinline__ int sm90_item(int k, int b, int G, int n_items
 /* The kernel's argument: the tensor maps must live in parameter space (__grid_constant__). */
 struct sm90_args {
     CUtensorMap q, k, v; /* [rows][ld] matrices, boxes of 64 columns x 128 rows */
+    CUtensorMap v16;     /* bfloat16 with a workspace: V as float16, [T][kv_dim] */
+    /* with v16: vfit[kv head * vfit_tiles + key tile] is 1 where that tile of v16 is exact */
+    const unsigned char *vfit;
+    int vfit_tiles;
     fa_params p;
     int n_qtiles, n_heads; /* work items: n_qtiles x n_heads */
 };
+
+/* V as float16 (the first kernel of a bfloat16 launch with a workspace): block (j, g) copies key
+ * tile j of kv head g and sets vfit[g * tiles + j] to whether float16 holds all of it exactly. */
+__global__ void __launch_bounds__(256)
+    sm90_v_to_f16_kernel(__half *v16, int kvd, unsigned char *vfit, int tiles,
+                         const __nv_bfloat16 *__restrict__ v, int ldv, int T)
+{
+    constexpr int VECS = SM90_HD / 8; /* 16-byte vectors of a row of one head */
+    const int j = blockIdx.x, g = blockIdx.y, r0 = j * SM90_BN;
+    const int rows = min(SM90_BN, T - r0);
+    bool exact = true;
+    for (int i = threadIdx.x; i < rows * VECS; i += blockDim.x) {
+        const size_t r = (size_t)(r0 + i / VECS);
+        const int c = g * SM90_HD + (i % VECS) * 8;
+        float f[8];
+        lg_unpack8<__nv_bfloat16>(*reinterpret_cast<const uint4 *>(v + r * ldv + c), f);
+        uint4 out;
+        unsigned *o = &out.x;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            __half2 h = __floats2half2_rn(f[2 * e], f[2 * e + 1]);
+            float2 back = __half22float2(h);
+            /* NaN compares unequal: such a tile keeps bfloat16 */
+            exact = exact && back.x == f[2 * e] && back.y == f[2 * e + 1];
+            o[e] = *reinterpret_cast<unsigned *>(&h);
+        }
+        *reinterpret_cast<uint4 *>(v16 + r * kvd + c) = out;
+    }
+    exact = __syncthreads_and(exact);
+    if (threadIdx.x == 0)
+        vfit[g * tiles + j] = exact;
+}
 
 template <typename T>
 __global__ void __launch_bounds__(SM90_THREADS, 1)
@@ -259,6 +300,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         jend = kend > 0 ? (kend + BN - 1) / BN : 0;
     };
 
+    /* whether key tile j of this item's kv head comes as float16 (bfloat16 with a workspace) */
+    auto v_half = [&](int j) { return BF && args.vfit && args.vfit[kvh * args.vfit_tiles + j]; };
+
     if (wg == 0) { /* the producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (tid != 0)
@@ -285,8 +329,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
                 if (it >= 2)
                     mbar_wait(empty_bar(st, VB), ((it >> 1) - 1) & 1);
                 mbar_expect(full_bar(st, VB), TILE);
+                const CUtensorMap *vmap = v_half(j) ? &args.v16 : &args.v;
                 for (int half = 0; half < HD / 64; half++)
-                    tma_load(v_s + st * TILE + half * BN * 128, &args.v, kvh * HD + half * 64,
+                    tma_load(v_s + st * TILE + half * BN * 128, vmap, kvh * HD + half * 64,
                              j * BN, full_bar(st, VB));
             }
         }
@@ -371,15 +416,21 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
             lrow[r] = lrow[r] * corr[r] + sum;
         }
     };
-    /* P (in s) as the A operand of P V, k-step kk = keys 16 kk .. 16 kk + 15 */
-    auto pack_p = [&]() {
+    /* P (in s) as the A operand of P V, k-step kk = keys 16 kk .. 16 kk + 15: in T, or float16
+     * for a float16 V tile (vh), or for bfloat16 V split in hi + lo */
+    auto pack_p = [&](bool vh) {
 #pragma unroll
         for (int kk = 0; kk < PSTEPS; kk++) {
             const float *a = s + 8 * kk;
-            pa[kk][0] = pack2<T>(a[0], a[1]);
-            pa[kk][1] = pack2<T>(a[2], a[3]);
-            pa[kk][2] = pack2<T>(a[4], a[5]);
-            pa[kk][3] = pack2<T>(a[6], a[7]);
+            if (BF && vh) {
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    pa[kk][i] = pack2<__half>(a[2 * i], a[2 * i + 1]);
+                continue;
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                pa[kk][i] = pack2<T>(a[2 * i], a[2 * i + 1]);
             if constexpr (BF) {
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
@@ -394,7 +445,13 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         for (int kk = 0; kk < KSTEPS; kk++)
             wg_ss<BF>(s, q_desc(qb, kk), k_desc(st, kk), kk > 0);
     };
-    auto issue_pv = [&](int st) {
+    auto issue_pv = [&](int st, bool vh) {
+        if (BF && vh) {
+#pragma unroll
+            for (int kk = 0; kk < PSTEPS; kk++)
+                wg_rs_t<false>(o, pa[kk], v_desc(st, kk));
+            return;
+        }
 #pragma unroll
         for (int kk = 0; kk < PSTEPS; kk++) {
             wg_rs_t<BF>(o, pa[kk], v_desc(st, kk));
@@ -419,45 +476,71 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
         mrow[0] = mrow[1] = -INFINITY;
         lrow[0] = lrow[1] = 0.0f;
         mbar_wait(full_bar(qb, QB), (k >> 1) & 1);
-        int li = 0; /* tiles of this item */
-        for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend; li++, it++) {
-            const int st = it & 1, prev = st ^ 1;
-            const int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
-            float corr[2];
-            mbar_wait(full_bar(st, KB), (it >> 1) & 1);
-            if (li > 0)
-                mbar_wait(full_bar(prev, VB), ((it - 1) >> 1) & 1);
-            named_sync(1 + cw, 2 * 128);
-            wg_fence();
-            issue_s(qb, st);
-            wg_commit();
-            if (li > 0)
-                issue_pv(prev);
-            wg_commit();
-            named_arrive(2 - cw, 2 * 128);
-            wg_wait<1>(); /* S is in; P V of the previous tile may still run */
-            wg_hold(s);
-            mbar_arrive(empty_bar(st, KB));
-            softmax(j, corr); /* on the first tile corr is 0 and o still zero */
-            wg_wait<0>();
-            wg_hold(o);
-            if (li > 0)
-                mbar_arrive(empty_bar(prev, VB));
+        /* The item's tiles. MODE 0: in T (bfloat16: P split); 1: every V tile float16 (bfloat16 with
+         * all of this kv head's tiles exact); 2: tile by tile. One loop each, so that the common
+         * cases carry no branch on the tile's kind. */
+        auto run_tiles = [&](auto mode) {
+            constexpr int MODE = decltype(mode)::value;
+            auto tile_half = [&](int j) { return MODE == 1 || (MODE == 2 && v_half(j)); };
+            int li = 0;           /* tiles of this item */
+            bool vh_prev = false; /* whether the previous tile's V is float16 (pack_p, issue_pv) */
+            for (int j = fa_next_tile<BN>(p, 0, jend, qp0, qp1); j < jend; li++, it++) {
+                const int st = it & 1, prev = st ^ 1;
+                const int jn = fa_next_tile<BN>(p, j + 1, jend, qp0, qp1);
+                float corr[2];
+                mbar_wait(full_bar(st, KB), (it >> 1) & 1);
+                if (li > 0)
+                    mbar_wait(full_bar(prev, VB), ((it - 1) >> 1) & 1);
+                named_sync(1 + cw, 2 * 128);
+                wg_fence();
+                issue_s(qb, st);
+                wg_commit();
+                if (li > 0)
+                    issue_pv(prev, vh_prev);
+                wg_commit();
+                named_arrive(2 - cw, 2 * 128);
+                wg_wait<1>(); /* S is in; P V of the previous tile may still run */
+                wg_hold(s);
+                mbar_arrive(empty_bar(st, KB));
+                softmax(j, corr); /* on the first tile corr is 0 and o still zero */
+                wg_wait<0>();
+                wg_hold(o);
+                if (li > 0)
+                    mbar_arrive(empty_bar(prev, VB));
 #pragma unroll
-            for (int i = 0; i < 64; i++)
-                o[i] *= corr[(i >> 1) & 1];
-            pack_p();
-            j = jn;
-        }
-        if (li > 0) {
-            const int last = (it - 1) & 1;
-            mbar_wait(full_bar(last, VB), ((it - 1) >> 1) & 1);
-            wg_fence();
-            issue_pv(last);
-            wg_commit();
-            wg_wait<0>();
-            wg_hold(o);
-            mbar_arrive(empty_bar(last, VB));
+                for (int i = 0; i < 64; i++)
+                    o[i] *= corr[(i >> 1) & 1];
+                vh_prev = tile_half(j);
+                pack_p(vh_prev);
+                j = jn;
+            }
+            if (li > 0) {
+                const int last = (it - 1) & 1;
+                mbar_wait(full_bar(last, VB), ((it - 1) >> 1) & 1);
+                wg_fence();
+                issue_pv(last, vh_prev);
+                wg_commit();
+                wg_wait<0>();
+                wg_hold(o);
+                mbar_arrive(empty_bar(last, VB));
+            }
+        };
+        if constexpr (BF) {
+            /* every flag of the head at once (loads in flight together, no early exit) */
+            unsigned all = args.vfit != nullptr;
+            for (int j = 0; all && j < jend; j += 64) {
+                unsigned a = 1;
+#pragma unroll 16
+                for (int i = j; i < min(j + 64, jend); i++)
+                    a &= args.vfit[kvh * args.vfit_tiles + i];
+                all = a;
+            }
+            if (all)
+                run_tiles(std::integral_constant<int, 1>());
+            else
+                run_tiles(std::integral_constant<int, 2>());
+        } else {
+            run_tiles(std::integral_constant<int, 0>());
         }
         mbar_arrive(empty_bar(qb, QB)); /* every S of this item is done */
 
@@ -547,6 +630,40 @@ template <typename T> static int sm90_launch(const sm90_args &a, cudaStream_t s,
     return 0;
 }
 
+/* The workspace: V as float16 ([T][kv_dim], 256-byte aligned), then a flag per kv head and key tile. */
+static size_t v16_bytes(int T, int n_kv_heads)
+{
+    return ((size_t)T * n_kv_heads * SM90_HD * 2 + 255) & ~(size_t)255;
+}
+
+size_t lg_fa_sm90_ws_bytes(lg_kdtype dt, int T, int n_kv_heads, int hd)
+{
+    if (dt != LG_KDT_BF16 || hd != SM90_HD || T < 1 || n_kv_heads < 1)
+        return 0;
+    return v16_bytes(T, n_kv_heads) + (size_t)n_kv_heads * ((T + SM90_BN - 1) / SM90_BN);
+}
+
+/* bfloat16 with a workspace large enough: V copied to float16 by the first kernel, a.v16 and the
+ * tiles' flags set; otherwise nothing (every tile takes the split). */
+static int sm90_v_half(sm90_args &a, const fa_params &p, int n_kv_heads, cudaStream_t s,
+                       const char *who)
+{
+    size_t need = lg_fa_sm90_ws_bytes(LG_KDT_BF16, p.T, n_kv_heads, SM90_HD);
+    if (!p.ws || need == 0 || p.ws_bytes < need)
+        return 0;
+    const int kvd = n_kv_heads * SM90_HD, tiles = (p.T + SM90_BN - 1) / SM90_BN;
+    __half *v16 = (__half *)p.ws;
+    unsigned char *fit = (unsigned char *)p.ws + v16_bytes(p.T, n_kv_heads);
+    sm90_v_to_f16_kernel<<<dim3((unsigned)tiles, (unsigned)n_kv_heads), 256, 0, s>>>(
+        v16, kvd, fit, tiles, (const __nv_bfloat16 *)p.v, p.ldv, p.T);
+    LG_CUDA_LAUNCHED(who);
+    if (tensor_map(&a.v16, LG_KDT_F16, v16, kvd, p.T, who))
+        return -1;
+    a.vfit = fit;
+    a.vfit_tiles = tiles;
+    return 0;
+}
+
 int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_t s, const char *who)
 {
     sm90_args a;
@@ -554,6 +671,8 @@ int lg_fa_sm90_launch(const fa_params &p, lg_kdtype dt, int n_heads, cudaStream_
     a.p = p;
     if (tensor_map(&a.q, dt, p.q, p.ldq, p.n, who) || tensor_map(&a.k, dt, p.k, p.ldk, p.T, who) ||
         tensor_map(&a.v, dt, p.v, p.ldv, p.T, who))
+        return -1;
+    if (dt == LG_KDT_BF16 && sm90_v_half(a, p, n_heads / p.group, s, who))
         return -1;
     a.n_qtiles = (p.n + SM90_BM - 1) / SM90_BM;
     a.n_heads = n_heads;

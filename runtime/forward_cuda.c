@@ -107,6 +107,8 @@ struct cuda_fwd {
     long scr_rows;
     int *ids_d;
     long ids_cap;
+    void *pf_ws; /* prefill attention's workspace (bfloat16 on Hopper: V as float16), bytes */
+    long pf_ws_cap;
 
     /* decode graph: 0 not yet tried, 1 captured, -1 capture failed (eager launches) */
     int graph_state, decodes;
@@ -653,7 +655,8 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
         K(qkv_rows(f, L, f->x_step, n, pos, 0, L->k, L->v, L->slot_pos, slots + (size_t)l * n));
         if (L->attn.kind == LG_ATTN_FULL && n > 1 && !graph)
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
-                                f->dt, n, pos0, pos0 + n, 0, &f->shape, NULL, f->st));
+                                f->dt, n, pos0, pos0 + n, 0, &f->shape, NULL, f->pf_ws,
+                                (size_t)f->pf_ws_cap, f->st));
         else
             K(lg_k_attn_cache(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
                               f->dt, L->slot_pos, L->n_slots, live + l, n, pos, 0, &f->shape,
@@ -736,6 +739,15 @@ static int grow(cuda_fwd *f, void **p, long *cap_rows, long rows, size_t row_byt
     return 0;
 }
 
+/* The workspace of prefill attention over T keys (bfloat16 on Hopper: V as float16, T * kv_dim * 2
+ * bytes; none for other types). It only makes attention faster: where it cannot be had, attention
+ * runs without it (lg_k_attn_prefill), so a failed allocation is not an error. */
+static void prefill_ws(cuda_fwd *f, long T)
+{
+    size_t need = lg_k_attn_prefill_ws_bytes(f->dt, (int)T, &f->shape);
+    (void)grow(f, &f->pf_ws, &f->pf_ws_cap, (long)need, 1, "prefill attention workspace");
+}
+
 /* A fresh sequence of n rows, one layer at a time over every row (products on chunks of P rows),
  * with attention over keys laid out by position: a full layer's own cache, or the scratch of a
  * sparse layer, whose kept positions are then gathered into its slots. */
@@ -745,6 +757,7 @@ static int prefill_buffers(cuda_fwd *f, int n)
              "prefill residual") != 0 ||
         grow(f, (void **)&f->ids_d, &f->ids_cap, n, sizeof(int), "prefill ids") != 0)
         return -1;
+    prefill_ws(f, n);
     if (n > f->scr_rows) {
         size_t row = (size_t)f->kvd * f->esz;
         dfree(f, f->scr_k, f->scr_rows * row);
@@ -798,7 +811,8 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
             float *x = f->x_big + (size_t)c0 * f->dim;
             K(qkv_rows(f, L, x, cn, NULL, c0, tk, tv, tpos, f->iota + c0));
             K(lg_k_attn_prefill(f->att, f->qd, f->qkv, f->qkv_dim, tk, f->kvd, tv, f->kvd, f->dt,
-                                cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->st));
+                                cn, c0, c0 + cn, 0, &f->shape, full ? NULL : &L->mask, f->pf_ws,
+                                (size_t)f->pf_ws_cap, f->st));
             K(mm_residual(f, x, f->att, f->qd, &L->o, cn, f->qd));
             K(mlp_rows(f, L, x, cn));
         }
@@ -919,6 +933,8 @@ static int run(cuda_fwd *f, const int *tokens, int n, long pos0, lg_logits_rows 
                 rc = fn(user, off, 1, f->logits_h, err);
             continue;
         }
+        if (cn > 1)
+            prefill_ws(f, p0 + cn);
         if (step_params(f, tokens + off, cn, p0) != 0 || step_layers(f, cn, (int)p0, 0) != 0)
             goto cuda_fail;
         f->n_pos = p0 + cn;
@@ -1014,7 +1030,7 @@ void lg_cuda_rank_free(cuda_fwd *f)
         }
     void *dev[] = {f->wmem, f->inv_freq_d, f->x_step, f->xb, f->qkv, f->att, f->gu, f->mlp,
                    f->logits, f->part, f->attn_ws, f->par_d, f->iota, f->x_big, f->scr_k,
-                   f->scr_v, f->scr_pos, f->ids_d, f->deq};
+                   f->scr_v, f->scr_pos, f->ids_d, f->deq, f->pf_ws};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         cudaFree(dev[i]);
     if (f->logits_h && f->own_logits_h)

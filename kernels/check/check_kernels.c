@@ -770,9 +770,11 @@ static void apply_v_range(float *v, int T, int ldkv, enum v_range r)
 }
 
 /* n queries at positions T-n..T-1 over keys 0..T-1 (prefill of the last n of T tokens), V's
- * values as r says. */
+ * values as r says; with_ws: the workspace lg_k_attn_prefill_ws_bytes asks for (poisoned), else
+ * none (bfloat16 on the wgmma kernel: V float16 where it fits, or P split for every tile). */
 static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
-                            const lg_kmask *mask, lg_kprefill_kernel which, enum v_range r)
+                            const lg_kmask *mask, lg_kprefill_kernel which, enum v_range r,
+                            int with_ws)
 {
     /* the wgmma kernel where it takes the shape; the cases it does not take are the others' */
     if (which == LG_KPREFILL_WGMMA && !lg_k_attn_prefill_wgmma_takes(hd, dt))
@@ -788,14 +790,17 @@ static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
     void *dv = up(v, (size_t)T * ldkv, dt);
     void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
+    size_t ws_bytes = lg_k_attn_prefill_ws_bytes(dt, T, &shape);
+    void *ws = with_ws && ws_bytes ? dpoison(ws_bytes) : NULL;
     lg_k_attn_prefill_force(which);
     KK(lg_k_attn_prefill(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, n, T - n, T, 0, &shape, mask,
-                         NULL));
+                         ws, ws ? ws_bytes : 0, NULL));
     lg_k_attn_prefill_force(LG_KPREFILL_AUTO);
     float *g = down(dout, (size_t)n * ldo, dt);
     char shape_s[96], mb[32];
-    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s%s", dname(dt), T, n, nh,
-             nkv, hd, mask_name(mask, mb, sizeof mb), v_range_name(r));
+    snprintf(shape_s, sizeof shape_s, "%s T %d n %d heads %d/%d hd %d %s%s%s", dname(dt), T, n, nh,
+             nkv, hd, mask_name(mask, mb, sizeof mb), v_range_name(r),
+             ws_bytes && !with_ws ? " no ws" : "");
     /* float32 always takes the row kernel */
     const char *kname = which == LG_KPREFILL_ROWS || dt == LG_KDT_F32 ? "prefill (rows)"
                       : which == LG_KPREFILL_WGMMA                   ? "prefill (wgmma)"
@@ -804,13 +809,13 @@ static void check_prefill_v(lg_kdtype dt, int T, int n, int nh, int nkv, int hd,
     report(kname, shape_s, g, ref, n, nh * hd,
            ldo, dt, bound_of(dt, dt));
     free(q), free(k), free(v), free(ref), free(g);
-    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(ws);
 }
 
 static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, const lg_kmask *mask,
                           lg_kprefill_kernel which)
 {
-    check_prefill_v(dt, T, n, nh, nkv, hd, mask, which, V_PLAIN);
+    check_prefill_v(dt, T, n, nh, nkv, hd, mask, which, V_PLAIN, 1);
 }
 
 /* n queries at positions P-n+1..P over a cache whose slots hold positions 0..P in a random order,
@@ -973,12 +978,12 @@ static void check_rejects(lg_blas *blas)
         {"gemv dtype 7", lg_k_gemv(NULL, LG_KDT_F32, 8, NULL, 8, NULL, 8, (lg_kdtype)7, 1, 8, 8, 0.0f, NULL)},
         {"gemm ldw < K", lg_k_gemm(blas, NULL, LG_KDT_F32, 8, NULL, 8, NULL, 4, LG_KDT_F16, 1, 8, 8, 0.0f, NULL)},
         {"gemm f32 x, bf16 y", lg_k_gemm(blas, NULL, LG_KDT_BF16, 8, NULL, 8, NULL, 8, LG_KDT_F32, 1, 8, 8, 0.0f, NULL)},
-        {"prefill f32 odd ld", lg_k_attn_prefill(NULL, 513, NULL, 513, NULL, 129, NULL, 129, LG_KDT_F32, 1, 0, 1, 0, &ok_shape, NULL, NULL)},
+        {"prefill f32 odd ld", lg_k_attn_prefill(NULL, 513, NULL, 513, NULL, 129, NULL, 129, LG_KDT_F32, 1, 0, 1, 0, &ok_shape, NULL, NULL, 0, NULL)},
         {"kv_write dtype 7", lg_k_kv_write(NULL, NULL, 8, NULL, NULL, 8, NULL, 8, (lg_kdtype)7, 8, NULL, NULL, 0, 1, NULL)},
         {"kv_fill f16 odd kv_dim", lg_k_kv_fill_from_rows(NULL, NULL, 8, NULL, 4, &sw_lay, NULL, 8, NULL, 8, LG_KDT_F16, 7, 10, NULL)},
-        {"prefill heads 6/4", lg_k_attn_prefill(NULL, 384, NULL, 384, NULL, 256, NULL, 256, LG_KDT_F16, 1, 0, 1, 0, &bad_gqa, NULL, NULL)},
-        {"prefill q past keys", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 4, 10, 12, 0, &ok_shape, NULL, NULL)},
-        {"prefill window 0", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 1, 0, 1, 0, &ok_shape, &bad_mask, NULL)},
+        {"prefill heads 6/4", lg_k_attn_prefill(NULL, 384, NULL, 384, NULL, 256, NULL, 256, LG_KDT_F16, 1, 0, 1, 0, &bad_gqa, NULL, NULL, 0, NULL)},
+        {"prefill q past keys", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 4, 10, 12, 0, &ok_shape, NULL, NULL, 0, NULL)},
+        {"prefill window 0", lg_k_attn_prefill(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, 1, 0, 1, 0, &ok_shape, &bad_mask, NULL, 0, NULL)},
         {"cache ws too small", lg_k_attn_cache(NULL, 512, NULL, 512, NULL, 128, NULL, 128, LG_KDT_F16, (const int *)16, 100000, NULL, 1, NULL, 0, &ok_shape, NULL, NULL, 0, NULL)},
         {"rope odd head_dim", lg_k_rope(NULL, 64, 1, NULL, 64, 1, LG_KDT_F16, 1, 7, NULL, 0, NULL, 1.0f, NULL)},
         {"gemv_quant q4 group 0", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q4_nogroup, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
@@ -1324,8 +1329,10 @@ static double visible_pairs(const lg_kmask *m, int T)
     return pairs;
 }
 
+/* with_ws: the workspace lg_k_attn_prefill_ws_bytes asks for, its use timed with the rest; else
+ * none ("wgmma_split" for bfloat16 on the wgmma kernel, which then splits P for every tile) */
 static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *mask,
-                          lg_kprefill_kernel which)
+                          lg_kprefill_kernel which, int with_ws)
 {
     lg_k_attn_prefill_force(which);
     size_t n = (size_t)T * nh * hd;
@@ -1333,6 +1340,8 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
     void *q = up(h, n, dt), *k = up(h, n, dt), *v = up(h, n, dt), *o = dpoison(n * 2);
     free(h);
     lg_kattn_shape shape = {nh, nh, hd, 1.0f / sqrtf((float)hd)};
+    size_t ws_bytes = with_ws ? lg_k_attn_prefill_ws_bytes(dt, T, &shape) : 0;
+    void *ws = ws_bytes ? dpoison(ws_bytes) : NULL;
     int ld = nh * hd;
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
@@ -1341,7 +1350,8 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
     float t[15];
     for (int r = -2; r < reps; r++) {
         CK(cudaEventRecord(e0, 0));
-        KK(lg_k_attn_prefill(o, ld, q, ld, k, ld, v, ld, dt, T, 0, T, 0, &shape, mask, NULL));
+        KK(lg_k_attn_prefill(o, ld, q, ld, k, ld, v, ld, dt, T, 0, T, 0, &shape, mask, ws,
+                             ws_bytes, NULL));
         CK(cudaEventRecord(e1, 0));
         CK(cudaEventSynchronize(e1));
         if (r >= 0)
@@ -1352,11 +1362,11 @@ static void bench_prefill(lg_kdtype dt, int T, int nh, int hd, const lg_kmask *m
     float ms = median(t, reps);
     double flops = 4.0 * hd * nh * visible_pairs(mask, T);
     char mb[32];
-    const char *kname = which == LG_KPREFILL_WGMMA && lg_k_attn_prefill_wgmma_takes(hd, dt) ? "wgmma"
-                                                                                          : "mma";
+    const int wg = which == LG_KPREFILL_WGMMA && lg_k_attn_prefill_wgmma_takes(hd, dt);
+    const char *kname = !wg ? "mma" : !with_ws && dt == LG_KDT_BF16 ? "wgmma_split" : "wgmma";
     printf("BENCH prefill %-5s %s T %6d heads %d hd %d %-12s: %9.3f ms  %6.1f TFLOP/s\n", kname,
            dname(dt), T, nh, hd, mask_name(mask, mb, sizeof mb), ms, flops / (ms * 1e-3) / 1e12);
-    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o), cudaFree(ws);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
 
@@ -1371,19 +1381,22 @@ static void bench_prefill_all(void)
     for (int w = 0; w < 2; w++) {
         lg_kprefill_kernel which = w ? LG_KPREFILL_MMA : LG_KPREFILL_WGMMA;
         for (int i = 0; i < 2; i++) {
-            bench_prefill(H[i], 4096, 32, 128, &full, which);
-            bench_prefill(H[i], 16384, 32, 128, &full, which);
+            bench_prefill(H[i], 4096, 32, 128, &full, which, 1);
+            bench_prefill(H[i], 16384, 32, 128, &full, which, 1);
         }
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, which, 1);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &bs_llm, which, 1);
     }
+    /* bfloat16 on the wgmma kernel without its workspace: P split on every tile */
+    bench_prefill(LG_KDT_BF16, 4096, 32, 128, &full, LG_KPREFILL_WGMMA, 0);
+    bench_prefill(LG_KDT_BF16, 16384, 32, 128, &full, LG_KPREFILL_WGMMA, 0);
     /* the wgmma kernel's schedules: persistent blocks, and a block per work item */
     for (int sched = 1; sched <= 2; sched++) {
         lg_k_attn_prefill_set_schedule(sched);
         printf("schedule: %s\n", sched == 1 ? "persistent" : "a block per item");
         for (int T = 4096; T <= 32768; T *= 2)
-            bench_prefill(LG_KDT_F16, T, 32, 128, &full, LG_KPREFILL_WGMMA);
-        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, LG_KPREFILL_WGMMA);
+            bench_prefill(LG_KDT_F16, T, 32, 128, &full, LG_KPREFILL_WGMMA, 1);
+        bench_prefill(LG_KDT_F16, 16384, 32, 128, &sw_llm, LG_KPREFILL_WGMMA, 1);
     }
     lg_k_attn_prefill_set_schedule(0);
 }
@@ -1643,13 +1656,21 @@ int main(int argc, char **argv)
          * wgmma kernel takes two or three, its buffers carrying over from one to the next */
         check_prefill(dt, 3000, 3000, 8, 2, 128, &full, LG_KPREFILL_WGMMA);
         check_prefill(dt, 3000, 3000, 12, 4, 128, &sw_big, LG_KPREFILL_WGMMA);
-        /* bfloat16 V past float16's range in one tile of several, and under it everywhere */
+        /* bfloat16 V past float16's range in one tile of several (that tile split, the others
+         * float16), and under it everywhere (every tile split) */
         for (int kn = 0; kn < 2 && dt == LG_KDT_BF16; kn++) {
             lg_kprefill_kernel kern = kn ? LG_KPREFILL_WGMMA : LG_KPREFILL_MMA;
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &sw_big, kern, V_HUGE_TILE);
-            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_TINY);
-            check_prefill_v(dt, 3000, 129, 8, 8, 128, &full, kern, V_TINY);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_HUGE_TILE, 1);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &sw_big, kern, V_HUGE_TILE, 1);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, kern, V_TINY, 1);
+            check_prefill_v(dt, 3000, 129, 8, 8, 128, &full, kern, V_TINY, 1);
+        }
+        /* bfloat16 on the wgmma kernel without a workspace: P split for every tile */
+        if (dt == LG_KDT_BF16) {
+            check_prefill_v(dt, 256, 256, 8, 2, 128, &full, LG_KPREFILL_WGMMA, V_PLAIN, 0);
+            check_prefill_v(dt, 1000, 77, 8, 2, 128, &sw, LG_KPREFILL_WGMMA, V_PLAIN, 0);
+            check_prefill_v(dt, 1000, 1000, 4, 2, 128, &full, LG_KPREFILL_WGMMA, V_HUGE_TILE, 0);
+            check_prefill_v(dt, 3000, 3000, 8, 2, 128, &full, LG_KPREFILL_WGMMA, V_PLAIN, 0);
         }
         /* head sizes only the row kernel takes */
         for (int m = 0; m < 3; m++) {
