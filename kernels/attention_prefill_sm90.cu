@@ -27,10 +27,12 @@
  * bfloat16: P rounded once to bfloat16 (8 bits) would cost most of the 2e-3 error bound, so P is
  * float16 (11 bits) or split in two bfloat16 parts. Given a workspace (lg_k_attn_prefill_ws_bytes),
  * a first kernel copies V to float16 there, tile by tile, and flags the 128-key tiles whose every
- * value float16 holds exactly (no bfloat16 value past 65504 or below 2^-17 in magnitude, the usual
- * case); for those the producer loads the float16 copy and the consumers multiply it by P in float16,
- * one product a tile as for float16 inputs. Tiles not flagged, and every tile without a workspace,
- * take the split: P = hi + lo, both bfloat16, two P V products (the mma.sync kernel does the same).
+ * value comes back unchanged from float16 (every bfloat16 value from 2^-17 to 65504 in magnitude
+ * does, and zero: the usual case); for those the producer loads the float16 copy and the consumers
+ * multiply it by P in float16, one product a tile as for float16 inputs. Tiles not flagged, and every
+ * tile without a workspace, take the split: P = hi + lo, both bfloat16, two P V products (the
+ * mma.sync kernel does the same). A work item whose head has every tile flagged runs a loop with no
+ * per-tile branch (on an H100 a single loop with the branch cost 10% at 16K).
  *
  * Head size 128 only (Llama's); the others take the mma.sync kernel. CPU twin: lg_attention_cpu. */
 #include <cuda.h>
