@@ -103,30 +103,76 @@ __device__ __forceinline__ void merge_state(float &m, float &l, float *a, float 
     m = mn;
 }
 
+/* The sum (or the largest, max) of v over the block's threads, in every thread; red holds a value a
+ * warp and may be reused once every thread has returned. */
+__device__ __forceinline__ float block_reduce(float v, bool max, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = max ? fmaxf(v, w) : v + w;
+    }
+    __syncthreads(); /* red's previous values are read */
+    if ((threadIdx.x & 31) == 0)
+        red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    v = red[0];
+    for (int w = 1; w < ROWS_WARPS; w++)
+        v = max ? fmaxf(v, red[w]) : v + red[w];
+    return v;
+}
+
+#define MERGE_CHUNK (ROWS_WARPS * 32) /* splits weighed a round: one a thread */
+
 /* out = merge of the n_splits partial states of (query t, head h), by the block of the last split
- * to finish. The partials come from other SMs: read through L2 (ld.cg), never from L1. */
+ * to finish. The partials come from other SMs: read through L2 (ld.cg), never from L1. This runs
+ * after every other block of the head is done, so its latency is the decode step's: a thread loads
+ * one split's max and sum, and an element's partials of every split are loaded together (unrolled),
+ * a few L2 round trips in all rather than one a split. */
 template <typename T> __device__ void merge_splits(const lg_rows_params &p, int t, int h)
 {
-    const int hd = p.head_dim;
+    const int hd = p.head_dim, ns = p.n_splits;
+    const size_t stride = (size_t)hd + 2;
     size_t row = (size_t)t * p.n_heads + h;
-    const float *part = p.ws + row * p.n_splits * (size_t)(hd + 2);
+    const float *part = p.ws + row * ns * stride;
+    __shared__ float red[ROWS_WARPS];
+    __shared__ float weight[MERGE_CHUNK];
+
     float mm = -INFINITY;
-    for (int sp = 0; sp < p.n_splits; sp++)
-        mm = fmaxf(mm, __ldcg(part + (size_t)sp * (hd + 2)));
-    float lt = 0.0f;
-    for (int sp = 0; sp < p.n_splits; sp++) {
-        const float *ps = part + (size_t)sp * (hd + 2);
-        lt += mm == -INFINITY ? 0.0f : __ldcg(ps + 1) * exp2f(__ldcg(ps) - mm);
-    }
-    T *o = (T *)p.out + (size_t)t * p.ldo + (size_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float a = 0.0f;
-        if (mm != -INFINITY)
-            for (int sp = 0; sp < p.n_splits; sp++) {
-                const float *ps = part + (size_t)sp * (hd + 2);
-                a += __ldcg(ps + 2 + d) * exp2f(__ldcg(ps) - mm);
+    for (int sp = threadIdx.x; sp < ns; sp += blockDim.x)
+        mm = fmaxf(mm, __ldcg(part + sp * stride));
+    mm = block_reduce(mm, true, red);
+
+    /* each split's weight exp2(m - mm), a chunk of splits at a time; head_dim <= 256: at most two
+     * elements a thread */
+    float lsum = 0.0f, a[2] = {0.0f, 0.0f};
+    for (int c0 = 0; c0 < ns; c0 += MERGE_CHUNK) {
+        const int sp = c0 + threadIdx.x, nc = min(MERGE_CHUNK, ns - c0);
+        __syncthreads(); /* the previous chunk's weights are read */
+        if (sp < ns) {
+            const float *ps = part + sp * stride;
+            float c = mm == -INFINITY ? 0.0f : exp2f(__ldcg(ps) - mm);
+            weight[threadIdx.x] = c;
+            lsum += c * __ldcg(ps + 1);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int d = threadIdx.x + i * blockDim.x;
+            if (d < hd) {
+                const float *pa = part + c0 * stride + 2 + d;
+#pragma unroll 8
+                for (int j = 0; j < nc; j++)
+                    a[i] += weight[j] * __ldcg(pa + j * stride);
             }
-        o[d] = lg_elem<T>::from_f(lt > 0.0f ? a / lt : 0.0f);
+        }
+    }
+    const float lt = block_reduce(lsum, false, red);
+    T *o = (T *)p.out + (size_t)t * p.ldo + (size_t)h * hd;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int d = threadIdx.x + i * blockDim.x;
+        if (d < hd)
+            o[d] = lg_elem<T>::from_f(lt > 0.0f ? a[i] / lt : 0.0f);
     }
 }
 
