@@ -1694,6 +1694,8 @@ int main(int argc, char **argv)
             check_cache(dt, 300, 1, 4, 2, 8, masks[m], 7, 1);
         }
         check_cache(dt, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
+        /* two heads: 157 splits, more than the merge weighs in one round (MERGE_CHUNK, 128) */
+        check_cache(dt, 20000, 1, 2, 1, 64, &full, 11, 1);
         check_kv_write(dt, 7, 1024, 33, 2);
         check_kv_write(dt, 5, 1024, 9, 8);
         check_kv_write(dt, 3, 40, 5, 0);
