@@ -821,7 +821,10 @@ static void check_prefill(lg_kdtype dt, int T, int n, int nh, int nkv, int hd, c
 /* n queries at positions P-n+1..P over a cache whose slots hold positions 0..P in a random order,
  * plus `extra` slots that must be ignored: empty (-1), or positions past P (not yet visible), or,
  * with use_live, anything at all past *n_live. Empty slots and those past *n_live hold NaN keys
- * and values, as slots never written may: none of it may reach the output. */
+ * and values, as slots never written may: none of it may reach the output. As in the engine's
+ * step, the queries' own slots are written by the kernel launched just before (lg_k_kv_write, PDL)
+ * over stale contents (NaN rows and a stale position): decode loads its first keys before its
+ * wait, so a slot read too early would show. */
 static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, const lg_kmask *mask,
                         int extra, int use_live)
 {
@@ -859,14 +862,26 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     float *ref = xmalloc((size_t)n * ldo * sizeof(float));
     attention_ref(mask, P, n, kp, vp, ldkv, q, ldq, nh, nkv, hd, ref, ldo);
 
+    /* the queries' own rows, written by lg_k_kv_write before each call into their slots qslot */
+    float *kn = xmalloc((size_t)n * ldkv * sizeof(float)), *vn = xmalloc((size_t)n * ldkv * sizeof(float));
+    float *nanrow = xmalloc((size_t)ldkv * sizeof(float));
+    int *qpos = xmalloc(n * sizeof(int)), *qslot = xmalloc(n * sizeof(int));
+    for (int c = 0; c < ldkv; c++)
+        nanrow[c] = NAN;
+    for (int t = 0; t < n; t++) {
+        qpos[t] = P - n + 1 + t;
+        qslot[t] = slot_of[qpos[t]];
+        memcpy(kn + (size_t)t * ldkv, k + (size_t)qslot[t] * ldkv, ldkv * sizeof(float));
+        memcpy(vn + (size_t)t * ldkv, v + (size_t)qslot[t] * ldkv, ldkv * sizeof(float));
+    }
     void *dq = up(q, (size_t)n * ldq, dt), *dk = up(k, (size_t)n_slots * ldkv, dt);
     void *dv = up(v, (size_t)n_slots * ldkv, dt);
+    void *dkn = up(kn, (size_t)n * ldkv, dt), *dvn = up(vn, (size_t)n * ldkv, dt);
+    void *dnan = up(nanrow, ldkv, dt);
     void *dout = dpoison((size_t)n * ldo * lg_kdtype_size(dt));
     int *dpos = up_int(slot_pos, n_slots), *dlive = up_int(&live, 1);
-    int *qpos = xmalloc(n * sizeof(int));
-    for (int t = 0; t < n; t++)
-        qpos[t] = P - n + 1 + t;
-    int *dqpos = up_int(qpos, n);
+    int *dqpos = up_int(qpos, n), *dqslot = up_int(qslot, n);
+    size_t row_bytes = (size_t)ldkv * lg_kdtype_size(dt);
     lg_kattn_shape shape = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
     size_t wsb = lg_k_attn_cache_ws_bytes(n, &shape, n_slots);
     void *ws = wsb ? dpoison(wsb) : NULL;
@@ -875,6 +890,14 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
      * so a split counter the first left behind would show */
     for (int call = 0; call < 2; call++) {
         CK(cudaMemset(dout, 0xff, (size_t)n * ldo * lg_kdtype_size(dt)));
+        for (int t = 0; t < n; t++) { /* stale: NaN rows, every other one with position 0 */
+            int stale = t % 2 ? -1 : 0;
+            CK(cudaMemcpy((char *)dk + qslot[t] * row_bytes, dnan, row_bytes, cudaMemcpyDeviceToDevice));
+            CK(cudaMemcpy((char *)dv + qslot[t] * row_bytes, dnan, row_bytes, cudaMemcpyDeviceToDevice));
+            CK(cudaMemcpy(dpos + qslot[t], &stale, sizeof(int), cudaMemcpyHostToDevice));
+        }
+        KK(lg_k_kv_write(dk, dv, ldkv, dpos, dkn, ldkv, dvn, ldkv, dt, kvd, dqslot, dqpos, 0, n,
+                         NULL));
         KK(lg_k_attn_cache(dout, ldo, dq, ldq, dk, ldkv, dv, ldkv, dt, dpos, n_slots,
                            use_live ? dlive : NULL, n, dqpos, 0, &shape, mask, ws, wsb, NULL));
     }
@@ -884,9 +907,9 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
              n, n_slots, use_live ? " live" : "", nh, nkv, hd, mask_name(mask, mb, sizeof mb));
     report("cache (decode)", shape_s, g, ref, n, nh * hd, ldo, dt, bound_of(dt, dt));
     free(k), free(v), free(q), free(slot_pos), free(slot_of), free(perm), free(kp), free(vp);
-    free(ref), free(qpos), free(g);
+    free(ref), free(qpos), free(qslot), free(kn), free(vn), free(nanrow), free(g);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dpos), cudaFree(dlive);
-    cudaFree(dqpos), cudaFree(ws);
+    cudaFree(dqpos), cudaFree(dqslot), cudaFree(dkn), cudaFree(dvn), cudaFree(dnan), cudaFree(ws);
 }
 
 /* pad: extra elements per row of k and v (0 or 8 keeps 16-byte rows when kvd fills whole 16-byte
