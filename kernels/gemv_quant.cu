@@ -19,7 +19,10 @@
  * qgemv_mma_kernel) and its warps split the columns. Per step a warp reads a window of 4
  * chunks of each of its 16 rows: lane (g, q) loads chunk q of rows g and g + 8 (one 16, 8 or
  * 4-byte load each, L1::no_allocate: streamed once) and the matching columns of x for row g of x
- * (read through L1, where every block finds it). The mma sums over the four lanes q of a row, so
+ * (read through L1, where every block finds it). With the codes as stored, a warp's load is 8
+ * pieces of 32 or 64 bytes, one a row; tiled (lg_k_qmat_tile, gemv_quant.h), it is 256 or 512
+ * contiguous bytes, which the memory serves faster (on an H100, q4 g64 at 55-66% of copy instead of
+ * 48-58%, q8 at 78-90% instead of 72-84%: docs/BENCHMARKS.md). The mma sums over the four lanes q of a row, so
  * the window must lie inside one group: the load width is the widest whose window divides the
  * group. Codes are loaded a round of several steps at a time, two rounds in flight: the next
  * round's loads go out before this round's products, and x is read from L1 at its step (holding it
@@ -32,7 +35,7 @@
  * no shuffling.
  *
  * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
- * lg_quant_dequant_rows does, in float32. CPU twins: lg_qmat_matmul (runtime/matmul_quant_cpu.c)
+ * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins: lg_qmat_matmul (runtime/matmul_quant_cpu.c)
  * and lg_quant_dequant_rows (formats/quant_format.c), in kernels/check/check_kernels.c. */
 #include <stdint.h>
 #include <type_traits>
@@ -62,6 +65,7 @@ struct qparams {
     int group;  /* columns per group: cols when per row */
     int n_groups;
     int rows, cols;
+    int tiled;
 };
 
 /* ---------------------------------------------------------------- host helpers */
@@ -121,6 +125,7 @@ static qparams params_of(const lg_kqmat *w)
     p.n_groups = lg_kqmat_n_groups(w);
     p.rows = w->rows;
     p.cols = w->cols;
+    p.tiled = w->tiled;
     return p;
 }
 
@@ -154,18 +159,37 @@ __device__ __forceinline__ float min_at(const qparams &p, size_t gi, float scale
     return p.mins ? __half2float(__ldg((const __half *)p.mins + gi)) : -8.0f * scale;
 }
 
+/* Columns of a chunk of codes in the tile-major layout (gemv_quant.h): tiled bytes of codes. */
+__host__ __device__ __forceinline__ int tile_chunk_cols(int method, int tiled)
+{
+    return method == LG_KQ_Q4 ? 2 * tiled : tiled;
+}
+
+/* The byte of codes holding W[r][c] (both nibbles of it for q4), in either layout. */
+__device__ __forceinline__ size_t code_offset(const qparams &p, int r, int c)
+{
+    const int q4 = p.method == LG_KQ_Q4;
+    if (!p.tiled)
+        return (size_t)r * p.row_bytes + (q4 ? c / 2 : c);
+    const int kc = tile_chunk_cols(p.method, p.tiled), win = 4 * kc, windows = p.cols / win;
+    const int rr = r % QG_ROWS, within = c % kc;
+    const size_t unit = ((size_t)(r / QG_ROWS) * windows + c / win) * 2 + rr / 8;
+    return unit * 32 * p.tiled + (size_t)(4 * (rr % 8) + (c % win) / kc) * p.tiled +
+           (q4 ? within / 2 : within);
+}
+
 /* deq(W)[r][c], the float32 value lg_quant_dequant_rows gives (scale * nibble is exact, so an
  * FMA there rounds like the CPU's multiply then add). */
 __device__ float q_decode(const qparams &p, int r, int c)
 {
     size_t gi = (size_t)r * p.n_groups + c / p.group;
     float s = scale_at(p, gi);
-    const uint8_t *row = p.codes + (size_t)r * p.row_bytes;
+    const uint8_t *code = p.codes + code_offset(p, r, c);
     if (p.method == LG_KQ_Q8)
-        return s * (float)(int8_t)__ldg(row + c);
+        return s * (float)(int8_t)__ldg(code);
     if (p.method == LG_KQ_FP8)
-        return s * e4m3_to_f32(__ldg(row + c));
-    int nibble = (__ldg(row + c / 2) >> (4 * (c & 1))) & 15;
+        return s * e4m3_to_f32(__ldg(code));
+    int nibble = (__ldg(code) >> (4 * (c & 1))) & 15;
     return min_at(p, gi, s) + s * (float)nibble;
 }
 
@@ -381,7 +405,7 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
      * capped variant's registers without rebuilding 64-bit addresses (lg_k_gemv_quant_load_bytes
      * keeps matrices of 4 GiB of codes or more off this kernel): row a's chunk (bytes) and group
      * index, and how far row b is from them */
-    uint32_t ca, cdb, ia, idb;
+    uint32_t ca, cdb, ia, idb, cstride;
     const T *xp;
     int s_end, spg;
     int grp, left; /* the group of the next step to load, and the steps left in it */
@@ -395,7 +419,7 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
             const int s = s0 + u;
             r.fin[u] = false;
             if (s < s_end) {
-                const uint32_t o = ca + (uint32_t)s * (4 * CB);
+                const uint32_t o = ca + (uint32_t)s * cstride;
                 ld_codes<CB>(p.codes + o, r.ka[u]);
                 ld_codes<CB>(p.codes + (o + cdb), r.kb[u]);
                 /* a group's partial sums are scaled after its last step (or the warp's last) */
@@ -526,8 +550,15 @@ __global__ void __launch_bounds__(NT, MINB)
         /* rows past the end read the last row and are dropped at the store */
         const int ra = min(tile * QG_ROWS + g, p.rows - 1);
         const int rb = min(tile * QG_ROWS + g + 8, p.rows - 1);
-        w.ca = (uint32_t)ra * (uint32_t)p.row_bytes + q * CB;
-        w.cdb = (uint32_t)(rb - ra) * (uint32_t)p.row_bytes;
+        if (p.tiled) {
+            w.ca = (uint32_t)tile * (uint32_t)steps * (64 * CB) + (uint32_t)lane * CB;
+            w.cdb = 32 * CB;
+            w.cstride = 64 * CB;
+        } else {
+            w.ca = (uint32_t)ra * (uint32_t)p.row_bytes + q * CB;
+            w.cdb = (uint32_t)(rb - ra) * (uint32_t)p.row_bytes;
+            w.cstride = 4 * CB;
+        }
         w.ia = (uint32_t)ra * (uint32_t)p.n_groups;
         w.idb = (uint32_t)(rb - ra) * (uint32_t)p.n_groups;
         w.s_end = (int)((long long)steps * (warp + 1) / warps);
@@ -614,11 +645,11 @@ static int kernel_method(const lg_kqmat *w)
     return w->mins ? QM_Q4_MINS : QM_Q4;
 }
 
-/* The widest load whose window (4 chunks) divides both the group and cols, given the alignment. */
-extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx)
+/* The widest load whose window (4 chunks) divides both the group and cols, codes aligned to it; 0:
+ * none (or codes too large for qwalk's 32-bit offsets). */
+static int codes_load_bytes(const lg_kqmat *w)
 {
-    if (qg_warps == 0 || !w || ((uintptr_t)x & 15) != 0 || ldx % 8 != 0 ||
-        (uint64_t)w->rows * lg_kqmat_row_bytes(w) > UINT32_MAX) /* qwalk's 32-bit offsets */
+    if ((uint64_t)w->rows * lg_kqmat_row_bytes(w) > UINT32_MAX)
         return 0;
     int group = w->group ? w->group : w->cols;
     for (int cb = 16; cb >= 4; cb /= 2) {
@@ -627,6 +658,14 @@ extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int 
             return cb;
     }
     return 0;
+}
+
+/* ... given x's alignment too; tiled codes were tiled for theirs (lg_k_qmat_tile_bytes) */
+extern "C" int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx)
+{
+    if (qg_warps == 0 || !w || ((uintptr_t)x & 15) != 0 || ldx % 8 != 0)
+        return 0;
+    return w->tiled ? w->tiled : codes_load_bytes(w);
 }
 
 /* The kernel's launch: a block a tile, or for the persistent kernel as many blocks as the SMs hold
@@ -803,15 +842,15 @@ __global__ void dequant_vec_kernel(T *out, int ldo, qparams p, int row0, int n_r
         int row = row0 + r;
         size_t gi = (size_t)row * p.n_groups + c / p.group;
         float s = scale_at(p, gi), v[8];
-        const uint8_t *src = p.codes + (size_t)row * p.row_bytes;
+        const uint8_t *src = p.codes + code_offset(p, row, c); /* columns c..c+7 */
         if (p.method == LG_KQ_Q4) {
-            uint32_t raw = __ldg(reinterpret_cast<const unsigned *>(src + c / 2));
+            uint32_t raw = __ldg(reinterpret_cast<const unsigned *>(src));
             float mn = min_at(p, gi, s);
 #pragma unroll
             for (int j = 0; j < 8; j++) /* column c + j is nibble j of the word */
                 v[j] = mn + s * (float)((raw >> (4 * j)) & 15u);
         } else {
-            uint2 raw = __ldg(reinterpret_cast<const uint2 *>(src + c));
+            uint2 raw = __ldg(reinterpret_cast<const uint2 *>(src));
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 unsigned b = ((j < 4 ? raw.x : raw.y) >> (8 * (j & 3))) & 0xffu;
@@ -849,8 +888,10 @@ extern "C" int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat
     cudaStream_t s = LG_CUDA_STREAM(stream);
     unsigned gy = (unsigned)(n_rows < 65535 ? n_rows : 65535);
     size_t code_align = is_q4(w) ? 4 : 8;
+    /* tiled: eight columns are contiguous when a chunk holds a multiple of 8 */
     bool vec = p.group % 8 == 0 && w->cols % 8 == 0 && ldo % 8 == 0 &&
-               ((uintptr_t)out & 15) == 0 && ((uintptr_t)w->codes % code_align) == 0;
+               ((uintptr_t)out & 15) == 0 && ((uintptr_t)w->codes % code_align) == 0 &&
+               (!w->tiled || tile_chunk_cols(w->method, w->tiled) % 8 == 0);
     if (vec) {
         dim3 grid((unsigned)((w->cols / 8 + 127) / 128), gy);
         if (out_dt == LG_KDT_F16)
@@ -865,5 +906,65 @@ extern "C" int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat
         dequant_scalar_kernel<<<grid, 256, 0, s>>>(out, (int)out_dt, ldo, p, row0, n_rows);
     }
     LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tile-major codes */
+
+/* One chunk (CB bytes of one row) a thread, from the stored layout (src) to the tiled one. */
+template <int CB> __global__ void tile_kernel(uint8_t *dst, const uint8_t *src, qparams p)
+{
+    const int chunks = (int)(p.row_bytes / CB);
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.rows * chunks)
+        return;
+    const int r = (int)(i / chunks), k = (int)(i % chunks);
+    const int c = k * tile_chunk_cols(p.method, CB); /* the chunk's first column */
+    const uint8_t *from = src + (size_t)r * p.row_bytes + (size_t)k * CB;
+    uint8_t *to = dst + code_offset(p, r, c);
+    if constexpr (CB == 16)
+        *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(from);
+    else if constexpr (CB == 8)
+        *reinterpret_cast<uint2 *>(to) = *reinterpret_cast<const uint2 *>(from);
+    else
+        *reinterpret_cast<uint32_t *>(to) = *reinterpret_cast<const uint32_t *>(from);
+}
+
+extern "C" int lg_k_qmat_tile_bytes(const lg_kqmat *w)
+{
+    if (!w || w->tiled || w->rows % QG_ROWS != 0)
+        return 0;
+    return codes_load_bytes(w);
+}
+
+extern "C" int lg_k_qmat_tile(lg_kqmat *w, void *scratch, size_t scratch_bytes, void *stream)
+{
+    const char *who = "lg_k_qmat_tile";
+    if (check_qmat(w, who) != 0)
+        return -1;
+    const int cb = lg_k_qmat_tile_bytes(w);
+    if (cb == 0)
+        return lg_k_fail("%s: a %d x %d matrix (%s) has no tiled layout", who, w->rows, w->cols,
+                         w->tiled ? "already tiled" : "rows not a multiple of 16, or no fast path");
+    const size_t bytes = (size_t)w->rows * lg_kqmat_row_bytes(w);
+    if (!scratch || scratch_bytes < bytes)
+        return lg_k_fail("%s: scratch of %zu bytes, %zu needed", who, scratch_bytes, bytes);
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    if (cudaMemcpyAsync(scratch, w->codes, bytes, cudaMemcpyDeviceToDevice, s) != cudaSuccess)
+        return lg_k_fail("%s: copying the codes: %s", who, cudaGetErrorString(cudaGetLastError()));
+    qparams p = params_of(w);
+    p.tiled = cb;
+    const size_t n = bytes / (size_t)cb;
+    const unsigned blocks = (unsigned)((n + 255) / 256);
+    uint8_t *dst = (uint8_t *)w->codes;
+    const uint8_t *src = (const uint8_t *)scratch;
+    if (cb == 16)
+        tile_kernel<16><<<blocks, 256, 0, s>>>(dst, src, p);
+    else if (cb == 8)
+        tile_kernel<8><<<blocks, 256, 0, s>>>(dst, src, p);
+    else
+        tile_kernel<4><<<blocks, 256, 0, s>>>(dst, src, p);
+    LG_CUDA_LAUNCHED(who);
+    w->tiled = cb;
     return 0;
 }

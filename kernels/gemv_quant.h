@@ -19,7 +19,8 @@
  * (a window of 64 columns for q8 / fp8 with 16-byte loads, 128 for q4; 8 and 4-byte loads halve
  * it) divide both cols and the group (cols when per row), codes aligned to the load: per-row q8 and
  * fp8 and q4 groups of 32, 64 or 128 on Llama-2's shapes, codes under 4 GiB (the walk keeps 32-bit
- * offsets). Otherwise a scalar path gives the same sums, slowly.
+ * offsets); tiled codes (below) take it at the width they were tiled for. Otherwise a scalar path
+ * gives the same sums, slowly.
  *
  * lg_k_dequant: rows [row0, row0 + n_rows) of deq(W) into out (float16, bfloat16 or float32), each
  * element the float32 value lg_quant_dequant_rows computes (exactly), rounded once to out's type:
@@ -50,6 +51,7 @@ typedef struct lg_kqmat {
     const void *codes;  /* qweight, rows * lg_kqmat_row_bytes bytes */
     const void *scales; /* [rows, n_groups] */
     const void *mins;   /* [rows, n_groups], q4 with mins; NULL otherwise */
+    int tiled;          /* 0: codes as stored; 4, 8 or 16: tile-major for that load width */
 } lg_kqmat;
 
 /* Host helpers mirroring formats/quant_format.h (kernels see no formats/ header). */
@@ -64,6 +66,21 @@ int lg_k_gemv_quant(void *y, lg_kdtype y_dt, int ldy, const lg_kqmat *w, const v
 /* out[r - row0][c] = deq(W)[r][c] for row0 <= r < row0 + n_rows, rows of out ldo apart. */
 int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int row0, int n_rows,
                  void *stream);
+
+/* Tile-major codes. The fast path reads, per step of a warp, one chunk of load-width bytes of each
+ * of 16 rows for each of its 32 lanes; as stored (row after row) that is 8 or 16 rows x 32 or 64
+ * contiguous bytes, which the memory serves at 50-60% of its copy rate (docs/BENCHMARKS.md). Tiled,
+ * the codes of 16 rows x one window are stored in the order the lanes read them, so a warp's loads
+ * of a step are 512 or 1024 contiguous bytes: for tile T (rows 16T..16T+15), window s, half h
+ * (rows g + 8h, g < 8) and window chunk c (0..3), the chunk of row 16T + 8h + g sits at
+ *   ((T * windows + s) * 2 + h) * 32 * width + (4 g + c) * width.
+ * Every kernel here reads either layout (w->tiled says which); scales and mins stay as stored.
+ * lg_k_qmat_tile_bytes: the width a matrix would be tiled for (that of lg_k_gemv_quant_load_bytes
+ * with an aligned x), or 0 when it is not tiled (rows not a multiple of 16, no fast path).
+ * lg_k_qmat_tile: rewrites w->codes in place (through scratch, at least the codes' bytes, on the
+ * stream) and sets w->tiled. */
+int lg_k_qmat_tile_bytes(const lg_kqmat *w);
+int lg_k_qmat_tile(lg_kqmat *w, void *scratch, size_t scratch_bytes, void *stream);
 
 /* For checks and benchmarks. The bytes per load lg_k_gemv_quant uses for these arguments (16, 8 or
  * 4), or 0 for the scalar path. */

@@ -1171,6 +1171,28 @@ static size_t largest_quantized(const cuda_fwd *f)
     return most;
 }
 
+/* A quantized matrix's codes rewritten tile-major where it has that layout (gemv_quant.h: the decode
+ * GEMV reads them faster), through the dequantization scratch. */
+static int tile_codes(cuda_fwd *f, cuda_mat *w)
+{
+    if (!w->q.method || lg_k_qmat_tile_bytes(&w->q) == 0)
+        return 0;
+    return lg_k_qmat_tile(&w->q, f->deq, f->deq_bytes, f->st);
+}
+
+static int tile_quantized(cuda_fwd *f)
+{
+    K(tile_codes(f, &f->lm_head));
+    for (int l = 0; l < f->n_layers; l++) {
+        cuda_layer *L = &f->L[l];
+        K(tile_codes(f, &L->qkv));
+        K(tile_codes(f, &L->o));
+        K(tile_codes(f, &L->gu));
+        K(tile_codes(f, &L->down));
+    }
+    return 0;
+}
+
 static int alloc_state(cuda_fwd *f)
 {
     const lg_model *m = f->m;
@@ -1380,7 +1402,8 @@ cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
         lg_cuda_rank_free(f);
         return NULL;
     }
-    if (alloc_state(f) != 0 || rope_set(f, m->max_pos) != 0 || sync(f) != 0) {
+    if (alloc_state(f) != 0 || tile_quantized(f) != 0 || rope_set(f, m->max_pos) != 0 ||
+        sync(f) != 0) {
         lg_err_set(err, "%s: cuda engine (max_seq %d): %s", m->dir, f->max_seq, lg_k_last_error());
         lg_cuda_rank_free(f);
         return NULL;

@@ -578,7 +578,21 @@ static void qmat_make(qmat_pair *m, const lg_quant_scheme *s, int rows, int cols
     }
     m->t = (lg_quant_tensor){*s, rows, cols, codes, scales, mins};
     m->d = (lg_kqmat){(lg_kquant)s->method, s->group, rows, cols, up_bytes(codes, nc),
-                      up_bytes(scales, side * scale_size), mins ? up_bytes(mins, side * 2) : NULL};
+                      up_bytes(scales, side * scale_size), mins ? up_bytes(mins, side * 2) : NULL, 0};
+}
+
+/* The device codes rewritten tile-major (lg_k_qmat_tile) where the matrix has that layout: 1 if
+ * they were. */
+static int qmat_tile(qmat_pair *m)
+{
+    if (lg_k_qmat_tile_bytes(&m->d) == 0)
+        return 0;
+    size_t bytes = (size_t)m->d.rows * lg_kqmat_row_bytes(&m->d);
+    void *scratch = dpoison(bytes);
+    KK(lg_k_qmat_tile(&m->d, scratch, bytes, NULL));
+    CK(cudaDeviceSynchronize());
+    cudaFree(scratch);
+    return 1;
 }
 
 static void qmat_free(qmat_pair *m)
@@ -610,12 +624,13 @@ typedef struct {
 static const char *qpath(const lg_kqmat *w, const void *x, int ldx, qvar v, char *buf, size_t cap)
 {
     int lb = lg_k_gemv_quant_load_bytes(w, x, ldx);
+    const char *t = w->tiled ? " tiled" : "";
     if (!lb)
-        snprintf(buf, cap, "scalar");
+        snprintf(buf, cap, "scalar%s", t);
     else if (v.minb > 0)
-        snprintf(buf, cap, "ld%d w%db%d", lb, v.warps, v.minb);
+        snprintf(buf, cap, "ld%d w%db%d%s", lb, v.warps, v.minb, t);
     else
-        snprintf(buf, cap, "ld%d w%d", lb, v.warps);
+        snprintf(buf, cap, "ld%d w%d%s", lb, v.warps, t);
     return buf;
 }
 
@@ -645,20 +660,25 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
                 ref[(size_t)t * ldy + m] += y0[(size_t)t * ldy + m];
     void *dx = up(x, (size_t)n * ldx, idt);
     size_t y_bytes = (size_t)n * ldy * lg_kdtype_size(ydt);
-    void *dy = beta != 0.0f ? up(y0, (size_t)n * ldy, ydt) : dpoison(y_bytes);
-    KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
-    KK(lg_k_gemv_quant(dy, ydt, ldy, &w.d, dx, ldx, idt, n, beta, NULL));
-    float *g = down(dy, (size_t)n * ldy, ydt);
-    char shape[96], sn[32], pn[32];
-    snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s", scheme_name(&s, sn, sizeof sn),
-             dname(idt), dname(ydt), n, M, K, qpath(&w.d, dx, ldx, v, pn, sizeof pn),
-             beta != 0.0f ? " y+=" : "");
-    KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
-    report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
+    /* the codes as stored, then tile-major where the matrix has that layout */
+    for (int layout = 0; layout < 2 && (layout == 0 || qmat_tile(&w)); layout++) {
+        void *dy = beta != 0.0f ? up(y0, (size_t)n * ldy, ydt) : dpoison(y_bytes);
+        KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
+        KK(lg_k_gemv_quant(dy, ydt, ldy, &w.d, dx, ldx, idt, n, beta, NULL));
+        float *g = down(dy, (size_t)n * ldy, ydt);
+        char shape[112], sn[32], pn[32];
+        snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s",
+                 scheme_name(&s, sn, sizeof sn), dname(idt), dname(ydt), n, M, K,
+                 qpath(&w.d, dx, ldx, v, pn, sizeof pn), beta != 0.0f ? " y+=" : "");
+        KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
+        report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
+        free(g);
+        cudaFree(dy);
+    }
     lg_qmat_free(&q);
     qmat_free(&w);
-    free(x), free(y0), free(ref), free(g);
-    cudaFree(dx), cudaFree(dy);
+    free(x), free(y0), free(ref);
+    cudaFree(dx);
 }
 
 /* lg_k_dequant against lg_quant_dequant_rows rounded once to the output type: equal bit for bit. */
@@ -675,20 +695,24 @@ static void check_dequant(lg_kdtype odt, int M, int K, lg_quant_method method, i
         memcpy(ref + (size_t)r * ldo, row, (size_t)K * sizeof(float));
     }
     round_to(ref, (size_t)n_rows * ldo, odt);
-    void *d = dpoison((size_t)n_rows * ldo * lg_kdtype_size(odt));
-    KK(lg_k_dequant(d, odt, ldo, &w.d, row0, n_rows, NULL));
-    float *g = down(d, (size_t)n_rows * ldo, odt);
-    int ok = 1;
-    for (int r = 0; r < n_rows; r++)
-        for (int c = 0; c < K; c++)
-            ok &= g[(size_t)r * ldo + c] == ref[(size_t)r * ldo + c];
-    char shape[96], sn[32];
-    snprintf(shape, sizeof shape, "%s -> %s rows %d+%d of %d K %d ldo %d",
-             scheme_name(&s, sn, sizeof sn), dname(odt), row0, n_rows, M, K, ldo);
-    report_exact("dequant", shape, ok);
+    for (int layout = 0; layout < 2 && (layout == 0 || qmat_tile(&w)); layout++) {
+        void *d = dpoison((size_t)n_rows * ldo * lg_kdtype_size(odt));
+        KK(lg_k_dequant(d, odt, ldo, &w.d, row0, n_rows, NULL));
+        float *g = down(d, (size_t)n_rows * ldo, odt);
+        int ok = 1;
+        for (int r = 0; r < n_rows; r++)
+            for (int c = 0; c < K; c++)
+                ok &= g[(size_t)r * ldo + c] == ref[(size_t)r * ldo + c];
+        char shape[112], sn[32];
+        snprintf(shape, sizeof shape, "%s -> %s rows %d+%d of %d K %d ldo %d%s",
+                 scheme_name(&s, sn, sizeof sn), dname(odt), row0, n_rows, M, K, ldo,
+                 w.d.tiled ? " tiled" : "");
+        report_exact("dequant", shape, ok);
+        free(g);
+        cudaFree(d);
+    }
     qmat_free(&w);
-    free(row), free(ref), free(g);
-    cudaFree(d);
+    free(row), free(ref);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -992,10 +1016,10 @@ static void check_rejects(lg_blas *blas)
     lg_kattn_shape bad_gqa = {6, 4, 64, 0.125f}, ok_shape = {8, 2, 64, 0.125f};
     lg_kmask bad_mask = {LG_KMASK_SINK_WINDOW, 4, 0, 0, 0, 0};
     const void *p16 = (const void *)16; /* never dereferenced: the arguments are refused first */
-    lg_kqmat q8 = {LG_KQ_Q8, 0, 8, 8, p16, p16, NULL}, q8_mins = {LG_KQ_Q8, 0, 8, 8, p16, p16, p16};
-    lg_kqmat q4_nogroup = {LG_KQ_Q4, 0, 8, 8, p16, p16, NULL};
-    lg_kqmat q8_odd = {LG_KQ_Q8, 3, 8, 8, p16, p16, NULL};
-    lg_kqmat q4_nocodes = {LG_KQ_Q4, 64, 8, 8, NULL, p16, NULL};
+    lg_kqmat q8 = {LG_KQ_Q8, 0, 8, 8, p16, p16, NULL, 0}, q8_mins = {LG_KQ_Q8, 0, 8, 8, p16, p16, p16, 0};
+    lg_kqmat q4_nogroup = {LG_KQ_Q4, 0, 8, 8, p16, p16, NULL, 0};
+    lg_kqmat q8_odd = {LG_KQ_Q8, 3, 8, 8, p16, p16, NULL, 0};
+    lg_kqmat q4_nocodes = {LG_KQ_Q4, 64, 8, 8, NULL, p16, NULL, 0};
     lg_kv_layout sw_lay = {{LG_KMASK_SINK_WINDOW, 4, 8, 0, 0, 0}, 8, 0};
     struct {
         const char *what;
@@ -1036,7 +1060,7 @@ static void check_rejects(lg_blas *blas)
     /* the tensor-core walk keeps 32-bit offsets: 4 GiB of codes or more go to the scalar path,
      * just under it to the fast one (only the descriptor is read) */
     const void *p256 = (const void *)256;
-    lg_kqmat big = {LG_KQ_Q8, 0, 1 << 20, 4096, p256, p256, NULL};
+    lg_kqmat big = {LG_KQ_Q8, 0, 1 << 20, 4096, p256, p256, NULL, 0};
     report_exact("gemv_quant path", "q8 1Mi x 4096 (4 GiB): scalar",
                  lg_k_gemv_quant_load_bytes(&big, p256, 4096) == 0);
     big.rows = (1 << 20) - 16;
@@ -1249,6 +1273,7 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
 {
     qmat_pair w;
     qmat_make(&w, s, M, K);
+    qmat_tile(&w); /* as the engine holds it */
     size_t qbytes = lg_kqmat_bytes(&w.d);
     int copies = rotation_copies(qbytes, l2);
     gemv_ctx c = {.dt = LG_KDT_F16, .n = n, .M = M, .K = K};
@@ -1645,6 +1670,12 @@ int main(int argc, char **argv)
         check_gemv_quant(h, F32, 9, 40, 4096, Q4, 32, 1, 1.0f, QV(8, 3));
         check_gemv_quant(h, F32, 2, 40, 4096 + 16, Q4, 16, 1, 0.0f, QV(8, 3));
         check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, QV(0, 1));
+        /* tile-major codes: 4-byte chunks (q4 g32, q8 g16), and read by the scalar path */
+        check_gemv_quant(h, F32, 3, 48, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 32, 4096 + 16, Q8, 16, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 2, 256, 4096, Q4, 64, 1, 0.0f, QV(0, 1));
+        check_dequant(h, 32, 4096 + 16, Q8, 16, 0, 3, 20, 4096 + 16);
+        check_dequant(h, 48, 4096, Q4, 32, 0, 0, 48, 4096);
         check_dequant(h, 4096, 4096, Q8, 0, 0, 0, 4096, 4096);
         check_dequant(h, 11008, 4096, Q4, 64, 1, 1000, 2000, 4096 + 8);
         check_dequant(h, 300, 4096, Q4, 128, 0, 0, 300, 4096);
