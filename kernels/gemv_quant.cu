@@ -22,12 +22,13 @@
  * (read through L1, where every block finds it). With the codes as stored, a warp's load is 8
  * pieces of 32 or 64 bytes, one a row; tiled (lg_k_qmat_tile, gemv_quant.h), it is 256 or 512
  * contiguous bytes, which the memory serves faster (on an H100, q4 g64 at 55-66% of copy instead of
- * 48-58%, q8 at 78-90% instead of 72-84%: docs/BENCHMARKS.md). The mma sums over the four lanes q of a row, so
- * the window must lie inside one group: the load width is the widest whose window divides the
- * group. Codes are loaded a round of several steps at a time, two rounds in flight: the next
- * round's loads go out before this round's products, and x is read from L1 at its step (holding it
- * for a round would take the registers the second round needs). Per group the four partial sums
- * of a lane are scaled into float32 totals; the warps' totals meet in shared memory.
+ * 48-58%, q8 at 77-90% instead of 74-81%: docs/BENCHMARKS.md). The mma sums over the four
+ * lanes q of a row, so the window must lie inside one group: the load width is the widest whose
+ * window divides the group. Codes are loaded a round of several steps at a time, two rounds in
+ * flight: the next round's loads go out before this round's products, and x is read from L1 at
+ * its step (holding it for a round would take the registers the second round needs). Per group
+ * the four partial sums of a lane are scaled into float32 totals; the warps' totals meet in shared
+ * memory.
  *
  * The k order inside an mma is free as long as A and B agree: lane (g, q) gives, for mma m of a
  * chunk, columns 4m, 4m+1 (first register pair) and 4m+2, 4m+3 (second) of its chunk, both in A
