@@ -36,8 +36,9 @@
  * no shuffling.
  *
  * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
- * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins: lg_qmat_matmul (runtime/matmul_quant_cpu.c)
- * and lg_quant_dequant_rows (formats/quant_format.c), in kernels/check/check_kernels.c. */
+ * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins:
+ * lg_qmat_matmul (runtime/matmul_quant_cpu.c) and lg_quant_dequant_rows (formats/quant_format.c),
+ * in kernels/check/check_kernels.c. */
 #include <stdint.h>
 #include <type_traits>
 

@@ -578,7 +578,8 @@ static void qmat_make(qmat_pair *m, const lg_quant_scheme *s, int rows, int cols
     }
     m->t = (lg_quant_tensor){*s, rows, cols, codes, scales, mins};
     m->d = (lg_kqmat){(lg_kquant)s->method, s->group, rows, cols, up_bytes(codes, nc),
-                      up_bytes(scales, side * scale_size), mins ? up_bytes(mins, side * 2) : NULL, 0};
+                      up_bytes(scales, side * scale_size), mins ? up_bytes(mins, side * 2) : NULL,
+                      0};
 }
 
 /* The device codes rewritten tile-major (lg_k_qmat_tile) where the matrix has that layout: 1 if
@@ -1016,7 +1017,8 @@ static void check_rejects(lg_blas *blas)
     lg_kattn_shape bad_gqa = {6, 4, 64, 0.125f}, ok_shape = {8, 2, 64, 0.125f};
     lg_kmask bad_mask = {LG_KMASK_SINK_WINDOW, 4, 0, 0, 0, 0};
     const void *p16 = (const void *)16; /* never dereferenced: the arguments are refused first */
-    lg_kqmat q8 = {LG_KQ_Q8, 0, 8, 8, p16, p16, NULL, 0}, q8_mins = {LG_KQ_Q8, 0, 8, 8, p16, p16, p16, 0};
+    lg_kqmat q8 = {LG_KQ_Q8, 0, 8, 8, p16, p16, NULL, 0};
+    lg_kqmat q8_mins = {LG_KQ_Q8, 0, 8, 8, p16, p16, p16, 0};
     lg_kqmat q4_nogroup = {LG_KQ_Q4, 0, 8, 8, p16, p16, NULL, 0};
     lg_kqmat q8_odd = {LG_KQ_Q8, 3, 8, 8, p16, p16, NULL, 0};
     lg_kqmat q4_nocodes = {LG_KQ_Q4, 64, 8, 8, NULL, p16, NULL, 0};
