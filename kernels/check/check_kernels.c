@@ -1,6 +1,7 @@
 /* lg-kernel-check: every CUDA kernel of kernels/ against its CPU twin on random data, then timings.
  *
- *   lg-kernel-check [--no-bench | --bench-prefill | --bench-decode-splits | --bench-quant]
+ *   lg-kernel-check [--no-bench | --checks-quant | --bench-gemv | --bench-quant |
+ *                    --bench-prefill | --bench-decode-splits | --help]
  *
  * Each check draws fresh random inputs (never zeros), rounds them to the kernel's input types so that
  * the CPU twin sees exactly the values the GPU reads, poisons the outputs (all bits set: NaN in every
@@ -1525,8 +1526,95 @@ static void bench_decode_splits(double copy)
     KK(lg_k_attn_cache_set_split_target(0));
 }
 
+/* The quantized GEMV and the dequantization (lg-kernel-check --checks-quant runs these alone). */
+static void check_quant_all(void)
+{
+    /* quantized weights: every method and load width of the tensor-core kernel (ld16/8/4 in the
+     * shape column), 1 to 9 rows of x (9: two passes), the warps variants; then the scalar path on
+     * shapes and groups no window divides, and forced (warps 0) on one the fast path takes */
+    const lg_quant_method Q8 = LG_QUANT_Q8, Q4 = LG_QUANT_Q4, F8 = LG_QUANT_FP8;
+    const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16}, F32 = LG_KDT_F32;
+    for (int i = 0; i < 2; i++) {
+        lg_kdtype h = H[i];
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 4096, 11008, Q4, 64, 1, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 12288, 4096, Q4, 128, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, QV(4, 1));
+        check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, QV(16, 1));
+        check_gemv_quant(h, F32, 2, 7, 4097, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 3, 33, 4097, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 17, 4096 + 48, Q4, 48, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 5, 4099, F8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 4, 1000, 4096, Q4, 64, 1, 1.0f, QV(0, 1));
+        /* the register-capped variant (3 blocks of 8 warps an SM) on every method and width, and
+         * without the cap on a shape where the default takes it */
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 1));
+        check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 2, 1000, 4096, F8, 0, 0, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 9, 40, 4096, Q4, 32, 1, 1.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 2, 40, 4096 + 16, Q4, 16, 1, 0.0f, QV(8, 3));
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, QV(0, 1));
+        /* tile-major codes: 4-byte chunks (q4 g32, q8 g16), and read by the scalar path */
+        check_gemv_quant(h, F32, 3, 48, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 2, 32, 4096 + 16, Q8, 16, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 2, 256, 4096, Q4, 64, 1, 0.0f, QV(0, 1));
+        check_dequant(h, 32, 4096 + 16, Q8, 16, 0, 3, 20, 4096 + 16);
+        check_dequant(h, 48, 4096, Q4, 32, 0, 0, 48, 4096);
+        check_dequant(h, 256, 4096, Q4, 64, 1, 0, 256, 4096 + 8);
+        check_dequant(h, 4096, 4096, Q8, 0, 0, 0, 4096, 4096);
+        check_dequant(h, 11008, 4096, Q4, 64, 1, 1000, 2000, 4096 + 8);
+        check_dequant(h, 300, 4096, Q4, 128, 0, 0, 300, 4096);
+        check_dequant(h, 64, 4096 + 32, F8, 32, 0, 13, 40, 4096 + 32);
+        check_dequant(h, 33, 4097, Q4, 64, 1, 0, 33, 4097);
+        check_dequant(h, 33, 4096, Q8, 64, 0, 1, 31, 4099);
+    }
+    check_dequant(F32, 100, 4096, Q4, 64, 1, 0, 100, 4096);
+    check_dequant(F32, 100, 1000, F8, 0, 0, 50, 50, 1003);
+    check_dequant(F32, 64, 4096, Q4, 128, 0, 16, 32, 4096);
+}
+
+static const char *usage =
+    "usage: lg-kernel-check [OPTION]\n"
+    "Runs every CUDA kernel against its CPU twin on random data (prints kernel, shape, rel, max abs,\n"
+    "rel32, pass/FAIL; exits 1 if any check fails), then timings.\n"
+    "  (none)                 every check, then every benchmark\n"
+    "  --no-bench             every check, no benchmark\n"
+    "  --checks-quant         the quantized GEMV and dequantization checks only\n"
+    "  --bench-gemv           the 16-bit GEMV table only\n"
+    "  --bench-quant          the quantized GEMV and dequantization table only\n"
+    "  --bench-prefill        the prefill attention table only\n"
+    "  --bench-decode-splits  decode attention under several split targets\n"
+    "  --help                 this text\n";
+
 int main(int argc, char **argv)
 {
+    static const char *known[] = {"--no-bench", "--checks-quant", "--bench-gemv", "--bench-quant",
+                                  "--bench-prefill", "--bench-decode-splits"};
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    int ok = argc == 1;
+    for (size_t i = 0; argc == 2 && i < sizeof known / sizeof known[0]; i++)
+        ok |= strcmp(argv[1], known[i]) == 0;
+    if (!ok) {
+        if (argc > 2)
+            fprintf(stderr, "lg-kernel-check: one option at most, %d given\n%s", argc - 1, usage);
+        else
+            fprintf(stderr, "lg-kernel-check: unknown option '%s'\n%s", argv[1], usage);
+        return 2;
+    }
     int bench = !(argc > 1 && strcmp(argv[1], "--no-bench") == 0);
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
@@ -1560,9 +1648,14 @@ int main(int argc, char **argv)
         bench_quant_all((size_t)prop.l2CacheSize, copy);
         return 0;
     }
+    printf("%-20s %-52s %9s %9s %9s  %s\n", "kernel", "shape", "rel", "max abs", "rel32", "");
+    if (argc > 1 && strcmp(argv[1], "--checks-quant") == 0) {
+        check_quant_all();
+        printf("checks: %d passed, %d failed\n", n_pass, n_fail);
+        return n_fail ? 1 : 0;
+    }
     lg_blas *blas = NULL;
     KK(lg_blas_create(&blas));
-    printf("%-20s %-52s %9s %9s %9s  %s\n", "kernel", "shape", "rel", "max abs", "rel32", "");
 
     const lg_kdtype H[2] = {LG_KDT_F16, LG_KDT_BF16}, F32 = LG_KDT_F32;
     for (int i = 0; i < 2; i++) {
@@ -1637,56 +1730,7 @@ int main(int argc, char **argv)
     check_gemv(F32, F32, 1, 5, 4096, 4098, 0.0f);
     check_gemv(F32, F32, 1, 32000, 4096, 4096, 0.0f);
 
-    /* quantized weights: every method and load width of the tensor-core kernel (ld16/8/4 in the
-     * shape column), 1 to 9 rows of x (9: two passes), the warps variants; then the scalar path on
-     * shapes and groups no window divides, and forced (warps 0) on one the fast path takes */
-    const lg_quant_method Q8 = LG_QUANT_Q8, Q4 = LG_QUANT_Q4, F8 = LG_QUANT_FP8;
-    for (int i = 0; i < 2; i++) {
-        lg_kdtype h = H[i];
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q8, 0, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 4, 4096, 11008, Q8, 0, 0, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, h, 3, 33, 4096, Q8, 32, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 2, 7, 4096 + 48, Q8, 48, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 4, 4096, 11008, Q4, 64, 1, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, h, 2, 12288, 4096, Q4, 128, 1, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, QV(4, 1));
-        check_gemv_quant(h, F32, 3, 1000, 11008, Q8, 0, 0, 0.0f, QV(16, 1));
-        check_gemv_quant(h, F32, 2, 7, 4097, Q4, 64, 1, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 3, 33, 4097, Q8, 0, 0, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 1, 17, 4096 + 48, Q4, 48, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, h, 2, 5, 4099, F8, 0, 0, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 4, 1000, 4096, Q4, 64, 1, 1.0f, QV(0, 1));
-        /* the register-capped variant (3 blocks of 8 warps an SM) on every method and width, and
-         * without the cap on a shape where the default takes it */
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 1));
-        check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 2, 1000, 4096, F8, 0, 0, 0.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 9, 40, 4096, Q4, 32, 1, 1.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 2, 40, 4096 + 16, Q4, 16, 1, 0.0f, QV(8, 3));
-        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 64, 0, 0.0f, QV(0, 1));
-        /* tile-major codes: 4-byte chunks (q4 g32, q8 g16), and read by the scalar path */
-        check_gemv_quant(h, F32, 3, 48, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
-        check_gemv_quant(h, h, 2, 32, 4096 + 16, Q8, 16, 0, 1.0f, QV_DEFAULT);
-        check_gemv_quant(h, F32, 2, 256, 4096, Q4, 64, 1, 0.0f, QV(0, 1));
-        check_dequant(h, 32, 4096 + 16, Q8, 16, 0, 3, 20, 4096 + 16);
-        check_dequant(h, 48, 4096, Q4, 32, 0, 0, 48, 4096);
-        check_dequant(h, 4096, 4096, Q8, 0, 0, 0, 4096, 4096);
-        check_dequant(h, 11008, 4096, Q4, 64, 1, 1000, 2000, 4096 + 8);
-        check_dequant(h, 300, 4096, Q4, 128, 0, 0, 300, 4096);
-        check_dequant(h, 64, 4096 + 32, F8, 32, 0, 13, 40, 4096 + 32);
-        check_dequant(h, 33, 4097, Q4, 64, 1, 0, 33, 4097);
-        check_dequant(h, 33, 4096, Q8, 64, 0, 1, 31, 4099);
-    }
-    check_dequant(F32, 100, 4096, Q4, 64, 1, 0, 100, 4096);
-    check_dequant(F32, 100, 1000, F8, 0, 0, 50, 50, 1003);
+    check_quant_all();
 
     lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
     lg_kmask sw = {LG_KMASK_SINK_WINDOW, 4, 100, 0, 0, 0};
