@@ -31,7 +31,9 @@ static void usage(FILE *f)
 "verify   runs the reference's input_ids and compares logits (relative error ||out-ref||/||ref||,\n"
 "         max abs error, argmax agreement), perplexity from its nll, and the greedy continuation;\n"
 "         exit 0 only when rel_err <= E (default 1e-4 on cpu, 2e-3 on cuda: fp16 activations),\n"
-"         argmax agreement is 100%% and greedy ids match\n"
+"         the argmax agrees on every row but near-ties (rows where the reference's own logits of\n"
+"         the two tokens differ by at most 4 E times the row's rms logit: errors within E can\n"
+"         flip those) and greedy ids match\n"
 "ppl      tokenizes each file with BOS, concatenates, and scores windows of ctx+1 tokens every ctx\n"
 "         tokens (default ctx: the model's max_position_embeddings, at most 4096)\n"
 "tokenize prints the ids (BOS first) of STRING as a JSON array, or decodes a list like '[1,15043]'\n"
@@ -80,16 +82,24 @@ static int cmd_verify(const common_opts *c, const char *ref, double max_rel)
         lg_model_free(m);
         return 1;
     }
-    int ok = r.rel_err <= max_rel && r.argmax_agree == 1.0 && (!r.has_greedy || r.greedy_match);
+    /* an argmax may flip where the reference's top two are closer than the errors allowed */
+    double tie_limit = 4 * max_rel;
+    int argmax_ok = r.argmax_agree == 1.0 || r.argmax_gap <= tie_limit;
+    int ok = r.rel_err <= max_rel && argmax_ok && (!r.has_greedy || r.greedy_match);
     if (c->json) {
-        printf("{\"rel_err\": %.9g, \"max_abs_err\": %.9g, \"argmax_agree\": %.6f, \"greedy_match\": %s, "
-               "\"ppl\": %.6f, \"ref_ppl\": %.6f, \"rows\": %d, \"pass\": %s}\n",
-               r.rel_err, r.max_abs_err, r.argmax_agree,
+        printf("{\"rel_err\": %.9g, \"max_abs_err\": %.9g, \"argmax_agree\": %.6f, "
+               "\"argmax_gap\": %.6g, \"greedy_match\": %s, \"ppl\": %.6f, \"ref_ppl\": %.6f, "
+               "\"rows\": %d, \"pass\": %s}\n",
+               r.rel_err, r.max_abs_err, r.argmax_agree, r.argmax_gap,
                r.has_greedy ? (r.greedy_match ? "true" : "false") : "null", r.has_nll ? r.ppl : 0.0,
                r.has_nll ? r.ref_ppl : 0.0, r.rows, ok ? "true" : "false");
     } else {
         printf("logits      %d rows: rel_err %.3g (limit %.3g), max_abs_err %.3g, argmax agreement %.2f%%\n",
                r.rows, r.rel_err, max_rel, r.max_abs_err, 100 * r.argmax_agree);
+        if (r.argmax_agree < 1.0)
+            printf("            rows that differ: the reference's gap is at most %.3g of the row's "
+                   "rms logit (%s: near-ties up to %.3g)\n",
+                   r.argmax_gap, argmax_ok ? "near-ties" : "NOT near-ties", tie_limit);
         if (r.has_nll)
             printf("perplexity  %.6f (reference %.6f)\n", r.ppl, r.ref_ppl);
         if (r.has_greedy)

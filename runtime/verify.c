@@ -70,14 +70,24 @@ static int compare_logits(lg_engine *s, const lg_st_file *f, int vocab, lg_verif
             if (want && want[k] != p)
                 continue;
             const float *o = out + (size_t)i * vocab, *ref = (const float *)lg->data + (size_t)k * vocab;
+            double row2 = 0;
             for (int v = 0; v < vocab; v++) {
                 double d = (double)o[v] - ref[v];
                 diff2 += d * d;
-                ref2 += (double)ref[v] * ref[v];
+                row2 += (double)ref[v] * ref[v];
                 if (fabs(d) > r->max_abs_err)
                     r->max_abs_err = fabs(d);
             }
-            agree += lg_argmax(o, vocab) == lg_argmax(ref, vocab);
+            ref2 += row2;
+            int ours = lg_argmax(o, vocab), theirs = lg_argmax(ref, vocab);
+            if (ours == theirs) {
+                agree++;
+            } else {
+                double rms = sqrt(row2 / vocab), gap = (double)ref[theirs] - ref[ours];
+                gap = rms > 0 ? gap / rms : (gap > 0 ? INFINITY : 0);
+                if (gap > r->argmax_gap)
+                    r->argmax_gap = gap;
+            }
             k++;
         }
     }

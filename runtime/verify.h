@@ -11,6 +11,9 @@ typedef struct lg_verify_result {
     double rel_err;       /* ||out - ref|| / ||ref|| over every compared logit */
     double max_abs_err;
     double argmax_agree;  /* fraction of compared rows whose argmax matches */
+    double argmax_gap;    /* over the rows whose argmax differs: the largest gap, in the reference,
+                           * between its argmax's logit and that of ours, over the row's rms logit
+                           * (0 when every row agrees): small means near-ties */
     int rows;             /* logit rows compared */
     int has_greedy, greedy_match, greedy_len, greedy_first_diff; /* -1 when all match */
     int has_nll;

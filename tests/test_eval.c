@@ -11,6 +11,7 @@
 #include "forward_cpu.h"
 #include "model.h"
 #include "perplexity.h"
+#include "safetensors.h"
 #include "test_env.h"
 #include "tokenizer.h"
 #include "verify.h"
@@ -231,6 +232,77 @@ static void test_reference_round_trip_and_tp_refusals(void)
     CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
 }
 
+/* A copy of reference src whose row `row` has another token lead the argmax by gap times the row's
+ * rms logit (the second best raised above the best), everything else as it was. */
+static int write_with_flip(const char *src, const char *dst, int row, double gap)
+{
+    lg_err err;
+    lg_st_file *f = lg_st_open(src, &err);
+    if (!f)
+        return -1;
+    const char *names[3] = {"input_ids", "logits", "nll"};
+    const lg_st_tensor *t[3];
+    for (int i = 0; i < 3; i++)
+        if (!(t[i] = lg_st_find(f, names[i]))) {
+            lg_st_close(f);
+            return -1;
+        }
+    int vocab = (int)t[1]->shape[1];
+    float *logits = malloc(lg_st_nbytes(t[1]));
+    memcpy(logits, t[1]->data, lg_st_nbytes(t[1]));
+    float *x = logits + (size_t)row * vocab;
+    int top = lg_argmax(x, vocab), second = top ? 0 : 1;
+    double sum2 = 0;
+    for (int v = 0; v < vocab; v++) {
+        sum2 += (double)x[v] * x[v];
+        if (v != top && x[v] > x[second])
+            second = v;
+    }
+    x[second] = x[top] + (float)(gap * sqrt(sum2 / vocab));
+    lg_st_writer *w = lg_st_writer_create(dst, &err);
+    int rc = w ? 0 : -1;
+    for (int i = 0; rc == 0 && i < 3; i++)
+        rc = lg_st_writer_add(w, names[i], t[i]->dtype, t[i]->ndim, t[i]->shape, &err);
+    if (rc == 0)
+        rc = lg_st_writer_begin(w, &err);
+    for (int i = 0; rc == 0 && i < 3; i++)
+        rc = lg_st_writer_write(w, i == 1 ? logits : t[i]->data, lg_st_nbytes(t[i]), &err);
+    rc = rc == 0 ? lg_st_writer_finish(w, &err) : (lg_st_writer_abort(w), -1);
+    free(logits);
+    lg_st_close(f);
+    return rc;
+}
+
+/* verify forgives an argmax that differs only at a near-tie: with --max-rel-err E, a row whose
+ * reference puts another token ahead by 0.01 of its rms logit passes (limit 4 E = 0.04), one ahead
+ * by 0.5 fails; the rows and the gap are reported. */
+static void test_verify_forgives_argmax_flips_at_near_ties_only(void)
+{
+    char dir[4200], cmd[16384], out[8192], eval[4096], ref[4400], flip[4400];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
+    lg_tool(eval, sizeof eval, "lg-eval");
+    snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen.ties.safetensors", lg_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --random 64 --greedy 0", eval, dir, ref);
+    CU_ASSERT_EQUAL_FATAL(lg_run_capture(cmd, out, sizeof out), 0);
+    const double gaps[2] = {0.01, 0.5};
+    for (int i = 0; i < 2; i++) {
+        snprintf(flip, sizeof flip, "%s/kjv-tiny-longgen.flip%d.safetensors", lg_test_tmpdir(), i);
+        CU_ASSERT_EQUAL_FATAL(write_with_flip(ref, flip, 5, gaps[i]), 0);
+        snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --max-rel-err 0.01 --json", eval,
+                 dir, flip);
+        int rc = lg_run_capture(cmd, out, sizeof out);
+        const char *g = strstr(out, "\"argmax_gap\": ");
+        double gap = g ? atof(g + strlen("\"argmax_gap\": ")) : -1;
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"argmax_agree\": 0.984375")); /* 63 of 64 rows */
+        CU_ASSERT(fabs(gap - gaps[i]) <= 0.1 * gaps[i]); /* the rms moved with the raised logit */
+        CU_ASSERT_EQUAL(rc, i == 0 ? 0 : 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, i == 0 ? "\"pass\": true" : "\"pass\": false"));
+    }
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --max-rel-err 0.01", eval, dir, flip);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "NOT near-ties"));
+}
+
 int lg_register_eval_tests(void)
 {
     CU_pSuite s = CU_add_suite("eval", NULL, NULL);
@@ -241,5 +313,7 @@ int lg_register_eval_tests(void)
     CU_add_test(s, "test_tools_run_and_refuse_bad_input", test_tools_run_and_refuse_bad_input);
     CU_add_test(s, "test_reference_round_trip_and_tp_refusals",
                 test_reference_round_trip_and_tp_refusals);
+    CU_add_test(s, "test_verify_forgives_argmax_flips_at_near_ties_only",
+                test_verify_forgives_argmax_flips_at_near_ties_only);
     return 0;
 }
