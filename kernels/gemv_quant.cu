@@ -406,7 +406,8 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
     /* 32-bit offsets from the matrix's base (a uniform register), so that the walk's state fits the
      * capped variant's registers without rebuilding 64-bit addresses (lg_k_gemv_quant_load_bytes
      * keeps matrices of 4 GiB of codes or more off this kernel): row a's chunk (bytes) and group
-     * index, and how far row b is from them */
+     * index, how far row b is from them, and the bytes from one step's chunk to the next (4 chunks
+     * as stored, a whole tile unit of 64 chunks when tiled) */
     uint32_t ca, cdb, ia, idb, cstride;
     const T *xp;
     int s_end, spg;
