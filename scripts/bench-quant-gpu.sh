@@ -2,8 +2,9 @@
 # Quantized weights on the GPU (issue 5), one device call after the build:
 #   1. correctness: the bundled kjv-tiny-longgen converted with --quant q8, q4 (group 64, mins) and
 #      fp8; `lg-eval reference --device cpu` (the CPU's quantized kernels, whose products equal the
-#      float32 products of the dequantized weights) then `lg-eval verify --device cuda` against it:
-#      the CUDA logits within 2e-3 (relative) and the greedy ids identical;
+#      float32 products of the dequantized weights) then `lg-eval verify --device cuda` against it,
+#      whose verdict counts: the CUDA logits within 2e-3 (relative), every argmax the same except at
+#      near-ties, and the greedy ids identical;
 #   2. speed: scripts/bench-decode.sh LAYERS 1024 with programmatic dependent launch on (7B shapes,
 #      fp16 against --quant q8 and q4: ms/token, tokens/s, the speedup over fp16 and the rate against
 #      the bandwidth limit).
@@ -28,7 +29,7 @@ for q in q8 q4 fp8; do
   "$B"/lg-eval reference "$work/tiny-$q" -o "$work/tiny-$q.cpu.safetensors" --ids-from "$ids" --greedy 32 --device cpu || { status=1; continue; }
   r=$("$B"/lg-eval verify "$work/tiny-$q" --reference "$work/tiny-$q.cpu.safetensors" --device cuda --json 2>&1 | tail -1)
   echo "$q: cuda vs cpu: $r"
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r["rel_err"] <= 2e-3 and r["greedy_match"] else 1)' "$r" 2>/dev/null || status=1
+  case "$r" in *'"pass": true'*) ;; *) status=1 ;; esac
 done
 
 stamp "== speed: 7B shapes, $layers layers, context 1024"
