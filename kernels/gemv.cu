@@ -152,6 +152,64 @@ static void gemv_launch(void *y, int y_dt, int ldy, const void *w, int ldw, cons
     }
 }
 
+/* ---------------------------------------------------------------- read ceiling (benchmarks) */
+
+#define READ_THREADS 256
+#define READ_UNROLL 8
+
+/* A grid of as many blocks as the SMs hold at once, each thread READ_UNROLL loads apart by the
+ * grid's width, so that a read of a few tens of MB is in flight at once. */
+__global__ void __launch_bounds__(READ_THREADS)
+    read_sum_kernel(unsigned *sum, const uint4 *__restrict__ buf, size_t n16)
+{
+    const size_t stride = (size_t)gridDim.x * READ_THREADS;
+    unsigned acc = 0;
+    for (size_t i = (size_t)blockIdx.x * READ_THREADS + threadIdx.x; i < n16;
+         i += stride * READ_UNROLL) {
+        uint4 v[READ_UNROLL];
+#pragma unroll
+        for (int u = 0; u < READ_UNROLL; u++) {
+            size_t j = i + u * stride;
+            v[u] = j < n16 ? lg_ld_stream16(buf + j) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < READ_UNROLL; u++)
+            acc += v[u].x + v[u].y + v[u].z + v[u].w;
+    }
+    lg_pdl_wait(); /* *sum is written by earlier kernels */
+    lg_pdl_trigger();
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0)
+        atomicAdd(sum, acc);
+}
+
+extern "C" int lg_k_read_sum(unsigned *sum, const void *buf, size_t bytes, void *stream)
+{
+    const char *who = "lg_k_read_sum";
+    if (!sum || !buf || bytes % 16 != 0 || ((uintptr_t)buf & 15) != 0)
+        return lg_k_fail("%s: needs a sum, and a 16-byte aligned buffer of a multiple of 16 bytes "
+                         "(%zu bytes)", who, bytes);
+    if (bytes == 0)
+        return 0;
+    static int per_sm = 0;
+    if (per_sm == 0 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, read_sum_kernel,
+                                                                      READ_THREADS, 0) !=
+                            cudaSuccess ||
+                        per_sm < 1)) {
+        (void)cudaGetLastError(); /* not the launch's error */
+        per_sm = 1;
+    }
+    size_t n16 = bytes / 16, need = (n16 + READ_THREADS - 1) / READ_THREADS;
+    size_t resident = (size_t)per_sm * (size_t)lg_sm_count();
+    unsigned blocks = (unsigned)(need < resident ? need : resident);
+    lg_launch_pdl(read_sum_kernel, blocks, READ_THREADS, 0, LG_CUDA_STREAM(stream), sum,
+                  (const uint4 *)buf, n16);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
 extern "C" int lg_k_gemv_set_variant(int rows_per_warp, int unroll)
 {
     int v = rows_per_warp * 100 + unroll;

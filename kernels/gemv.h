@@ -23,6 +23,14 @@ int lg_k_gemv(void *y, lg_kdtype y_dt, int ldy, const void *w, int ldw, const vo
  * variants built are (2, 4) (the default), (1, 8), (4, 4) and (2, 8). Not thread-safe. */
 int lg_k_gemv_set_variant(int rows_per_warp, int unroll);
 
+/* For benchmarks, the limit a decode product of `bytes` of weights runs against: *sum += the sum of
+ * the buffer's 32-bit words (mod 2^32), read as the GEMVs read weights (16-byte streaming loads) but
+ * with nothing else to do, and every load issued before the programmatic-launch wait (no kernel
+ * writes the buffer). A kernel of a few tens of MB pays its launch, its first loads' latency and
+ * its tail on top of the transfer, so it reads below the copy bandwidth of a 1 GiB cudaMemcpy; this
+ * measures by how much. bytes: a multiple of 16, buf 16-byte aligned. */
+int lg_k_read_sum(unsigned *sum, const void *buf, size_t bytes, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,7 +26,8 @@
  * Timings (median of repeated launches timed with CUDA events, inputs larger than L2 or rotated):
  * GEMV against cuBLAS on 11008x4096 and 4096x11008 (GB/s and the fraction of the measured
  * device-to-device copy bandwidth), the quantized GEMV on Llama-2-7B's shapes (GB/s of the codes,
- * scales, mins and x it reads, and the speedup over the float16 GEMV of the same shape) and the
+ * scales, mins and x it reads, the speedup over the float16 GEMV of the same shape, and its time
+ * against lg_k_read_sum of as many bytes: what a kernel of that size can reach) and the
  * dequantization, prefill attention in TFLOP/s (4 * head_dim * visible pairs per head).
  * Exits 1 when any check fails, 2 when the program itself cannot run.
  *
@@ -521,6 +522,30 @@ static void check_gemv(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K, int ld
     report("gemv", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
     free(x), free(w), free(y0), free(ref), free(g);
     cudaFree(dx), cudaFree(dw), cudaFree(dy);
+}
+
+/* lg_k_read_sum against the words summed here (mod 2^32, so exact), on random bytes; a sum that
+ * starts non-zero, as the kernel adds to it */
+static void check_read_sum(size_t bytes)
+{
+    uint32_t *h = xmalloc(bytes > 0 ? bytes : 4);
+    uint32_t want = 0x9e3779b9u;
+    for (size_t i = 0; i < bytes / 4; i++) {
+        h[i] = (uint32_t)rand() * 2654435761u ^ (uint32_t)rand();
+        want += h[i];
+    }
+    void *d = dpoison(bytes > 0 ? bytes : 16);
+    unsigned *dsum = dpoison(sizeof *dsum), start = 0x9e3779b9u, got = 0;
+    CK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dsum, &start, sizeof start, cudaMemcpyHostToDevice));
+    KK(lg_k_read_sum(dsum, d, bytes, NULL));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(&got, dsum, sizeof got, cudaMemcpyDeviceToHost));
+    char shape[64];
+    snprintf(shape, sizeof shape, "%zu bytes", bytes);
+    report_exact("read_sum", shape, got == want);
+    free(h);
+    cudaFree(d), cudaFree(dsum);
 }
 
 /* ---------------------------------------------------------------- quantized weights */
@@ -1051,6 +1076,8 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
         {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
         {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
+        {"read_sum 24 bytes", lg_k_read_sum((unsigned *)p16, p16, 24, NULL)},
+        {"read_sum misaligned", lg_k_read_sum((unsigned *)p16, (const char *)p16 + 4, 32, NULL)},
         {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3, 1)},
         {"gemv_quant 16 warps, 3 blocks", lg_k_gemv_quant_set_variant(16, 3)},
         {"gemv_quant 8 warps, 4 blocks", lg_k_gemv_quant_set_variant(8, 4)},
@@ -1267,6 +1294,36 @@ static float bench_gemv16_us(int n, int M, int K, size_t l2)
     return us;
 }
 
+typedef struct read_ctx {
+    unsigned *sum;
+    void *buf[16];
+    size_t bytes;
+} read_ctx;
+
+static void launch_read_sum(void *ctx, int copy)
+{
+    read_ctx *c = ctx;
+    KK(lg_k_read_sum(c->sum, c->buf[copy], c->bytes, NULL));
+}
+
+/* lg_k_read_sum of `bytes` (rounded up to 16) in the GEMVs' conditions: the same bursts, as many
+ * copies rotating through L2. us per read. */
+static float bench_read_us(size_t bytes, size_t l2)
+{
+    read_ctx c = {.bytes = (bytes + 15) / 16 * 16};
+    int copies = rotation_copies(c.bytes, l2);
+    for (int i = 0; i < copies; i++) {
+        CK(cudaMalloc(&c.buf[i], c.bytes));
+        CK(cudaMemset(c.buf[i], i + 1, c.bytes));
+    }
+    c.sum = dpoison(sizeof *c.sum);
+    float us = time_launches(launch_read_sum, &c, copies);
+    for (int i = 0; i < copies; i++)
+        cudaFree(c.buf[i]);
+    cudaFree(c.sum);
+    return us;
+}
+
 /* Decode GEMV with quantized weights: the time, the rate at which it reads what it must (codes,
  * scales, mins and x), the fraction of the measured copy bandwidth and the speedup over lg_k_gemv
  * on the same shape in float16 (us16). With dequant set, lg_k_dequant of the whole matrix to
@@ -1312,10 +1369,13 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
         KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
         float us = time_launches(launch_gemv_quant, &c, copies);
         KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
-        double gbs = (qbytes + (double)n * K * 2) / (us * 1e-6) / 1e9;
+        double bytes = qbytes + (double)n * K * 2, gbs = bytes / (us * 1e-6) / 1e9;
+        float read_us = bench_read_us((size_t)bytes, l2);
         printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
-               "of copy  %4.2fx fp16 gemv\n", sn, M, K, n, qpath(&w.d, x, K, v, pn, sizeof pn),
-               us, gbs, 100.0 * gbs / copy_gbs, us16 / us);
+               "of copy  %4.2fx fp16 gemv  %5.1f%% of a read (%.1f us, %.1f%% of copy)\n", sn, M,
+               K, n, qpath(&w.d, x, K, v, pn, sizeof pn), us, gbs, 100.0 * gbs / copy_gbs,
+               us16 / us, 100.0 * read_us / us, read_us,
+               100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
     }
     for (int i = 1; i < copies; i++)
         cudaFree((void *)c.wq[i].codes), cudaFree((void *)c.wq[i].scales),
@@ -1324,11 +1384,14 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
     cudaFree(x), cudaFree(c.y);
 }
 
-static void print_gemv16(int n, int M, int K, float us, double copy_gbs)
+static void print_gemv16(int n, int M, int K, float us, double copy_gbs, size_t l2)
 {
-    double gbs = ((double)M * K + (double)n * K) * 2 / (us * 1e-6) / 1e9;
+    double bytes = ((double)M * K + (double)n * K) * 2, gbs = bytes / (us * 1e-6) / 1e9;
+    float read_us = bench_read_us((size_t)bytes, l2);
     printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
-           "of copy\n", "(float16)", M, K, n, "gemv", us, gbs, 100.0 * gbs / copy_gbs);
+           "of copy                   %5.1f%% of a read (%.1f us, %.1f%% of copy)\n",
+           "(float16)", M, K, n, "gemv", us, gbs, 100.0 * gbs / copy_gbs, 100.0 * read_us / us,
+           read_us, 100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
 }
 
 /* The quantized GEMV on Llama-2-7B's matrices (MLP gate/up, down, q|k|v stacked, lm_head), each
@@ -1345,12 +1408,12 @@ static void bench_quant_all(size_t l2, double copy)
     for (int i = 0; i < 4; i++) {
         int M = shapes[i][0], K = shapes[i][1];
         float us16 = us16s[i] = bench_gemv16_us(1, M, K, l2);
-        print_gemv16(1, M, K, us16, copy);
+        print_gemv16(1, M, K, us16, copy, l2);
         for (int j = 0; j < ns; j++)
             bench_quant(&schemes[j], 1, M, K, QV_DEFAULT, 0, copy, us16, l2);
     }
     float us16_4 = bench_gemv16_us(4, 11008, 4096, l2);
-    print_gemv16(4, 11008, 4096, us16_4, copy);
+    print_gemv16(4, 11008, 4096, us16_4, copy, l2);
     for (int j = 0; j < 2; j++)
         bench_quant(&schemes[j], 4, 11008, 4096, QV_DEFAULT, 0, copy, us16_4, l2);
     /* the variants (warps a block, blocks an SM) on every shape, for q8, q4 g64 with mins, fp8 */
@@ -1729,6 +1792,12 @@ int main(int argc, char **argv)
     check_gemv(F32, F32, 1, 7, 4098, 4098, 1.0f);
     check_gemv(F32, F32, 1, 5, 4096, 4098, 0.0f);
     check_gemv(F32, F32, 1, 32000, 4096, 4096, 0.0f);
+    /* a few loads, an odd number of 16-byte pieces, a 7B q4 product's bytes, and more than one
+     * pass of the grid (about 35 MB on an H100) */
+    check_read_sum(16);
+    check_read_sum(16 * 1001);
+    check_read_sum((size_t)11008 * 2048 + (size_t)11008 * 64 * 4 + 4096 * 2);
+    check_read_sum((size_t)80 << 20);
 
     check_quant_all();
 
