@@ -50,8 +50,9 @@
 #define QG_MAX_WARPS 16
 #define QG_SCALAR_WARPS 4
 
-/* warps per block of the tensor-core kernel; 0 = scalar path only (set_variant) */
-static int qg_warps = 8;
+/* warps per block of the tensor-core kernel; 0 = scalar path only, -1 = chosen per call
+ * (qg_warps_for; set_variant) */
+static int qg_warps = -1;
 /* blocks of 8 warps an SM must hold (__launch_bounds__'s second argument, which caps the registers):
  * 1 (no cap) or 3; 0 = chosen per call (qgemv_mma) */
 static int qg_min_blocks = 0;
@@ -702,12 +703,33 @@ static void qgemv_mma_launch(unsigned tiles, unsigned threads, size_t smem, cuda
                   threads, smem, s, y, y_dt, ldy, p, x, ldx, nt, acc);
 }
 
+/* Warps a block for a matrix of `tiles` 16-row tiles of `windows` steps each: 8, or 16 for q8 and fp8
+ * with at most 2 tiles an SM and 8 steps or more for each of 16 warps. On an H100 the down
+ * projection's 256 tiles of 172 steps ran at 80% of copy with 16 warps instead of 77% (fp8 81%
+ * instead of 78%), where the o projection's 256 tiles of 64 steps lost 9% and q8 on more tiles
+ * 9-19%; q4 lost 20% (docs/BENCHMARKS.md). */
+static int qg_warps_for(int method, unsigned tiles, int windows)
+{
+    if (qg_warps >= 0)
+        return qg_warps;
+    const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
+    return !q4 && tiles <= 2u * (unsigned)lg_sm_count() && windows >= 16 * 8 ? 16 : 8;
+}
+
+/* Steps (windows of 4 chunks) a row of cols columns takes at load width cb. */
+static int qg_windows(bool q4, int cols, int cb)
+{
+    return cols / (4 * (q4 ? 2 * cb : cb));
+}
+
 template <typename T>
 static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
                       const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
 {
-    size_t smem = (size_t)qg_warps * QG_ROWS * QG_TOKENS * sizeof(float);
-    unsigned threads = (unsigned)qg_warps * 32;
+    const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
+    const int warps = qg_warps_for(method, blocks, qg_windows(q4, p.cols, cb));
+    size_t smem = (size_t)warps * QG_ROWS * QG_TOKENS * sizeof(float);
+    unsigned threads = (unsigned)warps * 32;
     /* Capped at 80 registers (rounds of 2 steps for q4, 1 for q8 and fp8), 3 blocks an SM: q4 with
      * tiles enough to fill 3 an SM (on an H100 43 / 47 / 51% of copy instead of 39 / 42 / 48% on
      * 11008, 12288, 32000 x 4096; with fewer rows, 4096 x 11008, 37% instead of 47%); q8 and fp8
@@ -716,8 +738,7 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     int minb = qg_min_blocks;
     if (minb == 0) {
         const unsigned sms = (unsigned)lg_sm_count();
-        const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
-        minb = qg_warps == 8 && blocks >= 3u * sms && (q4 || blocks <= 6u * sms) ? 3 : 1;
+        minb = warps == 8 && blocks >= 3u * sms && (q4 || blocks <= 6u * sms) ? 3 : 1;
     }
     /* q4 with mins whose group is one window (8 CB columns): every step ends a group (qwalk's G1;
      * on an H100 3-6% faster for g64 and g128 with mins; for symmetric q4 it was 3% slower on
@@ -778,14 +799,23 @@ static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, 
     }
 }
 
+extern "C" int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx)
+{
+    const int cb = lg_k_gemv_quant_load_bytes(w, x, ldx);
+    if (!cb)
+        return 0;
+    return qg_warps_for(kernel_method(w), (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS),
+                        qg_windows(is_q4(w), w->cols, cb));
+}
+
 extern "C" int lg_k_gemv_quant_set_variant(int warps, int min_blocks)
 {
-    bool ok = (warps == 0 || warps == 4 || warps == 8 || warps == 16) &&
+    bool ok = (warps == -1 || warps == 0 || warps == 4 || warps == 8 || warps == 16) &&
               (min_blocks == 0 || min_blocks == 1 || (min_blocks == 3 && warps == 8));
     if (!ok)
-        return lg_k_fail("lg_k_gemv_quant_set_variant: no variant of %d warps (4, 8, 16 or 0: "
-                         "scalar) and %d blocks an SM (0: chosen per call, 1, or 3 with 8 warps)",
-                         warps, min_blocks);
+        return lg_k_fail("lg_k_gemv_quant_set_variant: no variant of %d warps (4, 8, 16, -1: "
+                         "chosen per call, or 0: scalar) and %d blocks an SM (0: chosen per call, "
+                         "1, or 3 with 8 warps)", warps, min_blocks);
     qg_warps = warps;
     qg_min_blocks = min_blocks;
     return 0;

@@ -644,20 +644,20 @@ typedef struct {
     int warps, minb;
 } qvar;
 #define QV(w, b) ((qvar){(w), (b)})
-#define QV_DEFAULT QV(8, 0)
+#define QV_DEFAULT QV(-1, 0)
 
 /* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block, and "b3" for 3
  * blocks an SM) or "scalar". */
 static const char *qpath(const lg_kqmat *w, const void *x, int ldx, qvar v, char *buf, size_t cap)
 {
-    int lb = lg_k_gemv_quant_load_bytes(w, x, ldx);
+    int lb = lg_k_gemv_quant_load_bytes(w, x, ldx), warps = lg_k_gemv_quant_warps(w, x, ldx);
     const char *t = w->tiled ? " tiled" : "";
     if (!lb)
         snprintf(buf, cap, "scalar%s", t);
     else if (v.minb > 0)
-        snprintf(buf, cap, "ld%d w%db%d%s", lb, v.warps, v.minb, t);
+        snprintf(buf, cap, "ld%d w%db%d%s", lb, warps, v.minb, t);
     else
-        snprintf(buf, cap, "ld%d w%d%s", lb, v.warps, t);
+        snprintf(buf, cap, "ld%d w%d%s", lb, warps, t);
     return buf;
 }
 
@@ -1307,15 +1307,22 @@ static void launch_read_sum(void *ctx, int copy)
 }
 
 /* lg_k_read_sum of `bytes` (rounded up to 16) in the GEMVs' conditions: the same bursts, as many
- * copies rotating through L2. us per read. */
+ * copies rotating through L2, random bytes as the weights are (buffers of one repeated byte read
+ * faster than the memory's rate on an H100: 3.9 TB/s for 262 MB). us per read. */
 static float bench_read_us(size_t bytes, size_t l2)
 {
     read_ctx c = {.bytes = (bytes + 15) / 16 * 16};
     int copies = rotation_copies(c.bytes, l2);
+    uint64_t *h = xmalloc(c.bytes), r = 0x9e3779b97f4a7c15u;
+    for (size_t i = 0; i < c.bytes / 8; i++) { /* xorshift64 */
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        h[i] = r;
+    }
     for (int i = 0; i < copies; i++) {
         CK(cudaMalloc(&c.buf[i], c.bytes));
-        CK(cudaMemset(c.buf[i], i + 1, c.bytes));
+        CK(cudaMemcpy(c.buf[i], h, c.bytes, cudaMemcpyHostToDevice));
     }
+    free(h);
     c.sum = dpoison(sizeof *c.sum);
     float us = time_launches(launch_read_sum, &c, copies);
     for (int i = 0; i < copies; i++)
@@ -1368,12 +1375,13 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
     } else {
         KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
         float us = time_launches(launch_gemv_quant, &c, copies);
+        qpath(&w.d, x, K, v, pn, sizeof pn);
         KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
         double bytes = qbytes + (double)n * K * 2, gbs = bytes / (us * 1e-6) / 1e9;
         float read_us = bench_read_us((size_t)bytes, l2);
         printf("BENCH gemv_quant %-11s f16 M %5d K %5d n %d %-8s: %8.1f us  %7.1f GB/s  %5.1f%% "
                "of copy  %4.2fx fp16 gemv  %5.1f%% of a read (%.1f us, %.1f%% of copy)\n", sn, M,
-               K, n, qpath(&w.d, x, K, v, pn, sizeof pn), us, gbs, 100.0 * gbs / copy_gbs,
+               K, n, pn, us, gbs, 100.0 * gbs / copy_gbs,
                us16 / us, 100.0 * read_us / us, read_us,
                100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
     }
@@ -1394,18 +1402,20 @@ static void print_gemv16(int n, int M, int K, float us, double copy_gbs, size_t 
            read_us, 100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
 }
 
-/* The quantized GEMV on Llama-2-7B's matrices (MLP gate/up, down, q|k|v stacked, lm_head), each
+/* The quantized GEMV on Llama-2-7B's matrices (MLP gate/up, down, q|k|v stacked, lm_head, o), each
  * scheme against the float16 GEMV of the shape; then 4 rows of x, the warps variants, and the
  * dequantization. */
 static void bench_quant_all(size_t l2, double copy)
 {
-    static const int shapes[4][2] = {{11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}};
+    enum { SHAPES = 5 };
+    static const int shapes[SHAPES][2] = {
+        {11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}, {4096, 4096}};
     const lg_quant_scheme schemes[] = {{LG_QUANT_Q8, 0, 0}, {LG_QUANT_Q4, 64, 1},
                                        {LG_QUANT_Q4, 64, 0}, {LG_QUANT_Q4, 128, 1},
                                        {LG_QUANT_FP8, 0, 0}};
     const int ns = (int)(sizeof schemes / sizeof schemes[0]);
-    float us16s[4];
-    for (int i = 0; i < 4; i++) {
+    float us16s[SHAPES];
+    for (int i = 0; i < SHAPES; i++) {
         int M = shapes[i][0], K = shapes[i][1];
         float us16 = us16s[i] = bench_gemv16_us(1, M, K, l2);
         print_gemv16(1, M, K, us16, copy, l2);
@@ -1417,10 +1427,10 @@ static void bench_quant_all(size_t l2, double copy)
     for (int j = 0; j < 2; j++)
         bench_quant(&schemes[j], 4, 11008, 4096, QV_DEFAULT, 0, copy, us16_4, l2);
     /* the variants (warps a block, blocks an SM) on every shape, for q8, q4 g64 with mins, fp8 */
-    static const qvar variants[] = {{8, 1}, {8, 3}, {4, 1}, {16, 1}};
+    static const qvar variants[] = {{8, 0}, {8, 1}, {8, 3}, {4, 1}, {16, 1}};
     static const int vs[] = {0, 1, 4};
-    for (int i = 0; i < 4; i++)
-        for (int v = 0; v < 4; v++)
+    for (int i = 0; i < SHAPES; i++)
+        for (int v = 0; v < 5; v++)
             for (int j = 0; j < 3; j++)
                 bench_quant(&schemes[vs[j]], 1, shapes[i][0], shapes[i][1], variants[v], 0, copy,
                             us16s[i], l2);
