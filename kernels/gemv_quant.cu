@@ -53,8 +53,8 @@
 /* warps per block of the tensor-core kernel; 0 = scalar path only, -1 = chosen per call
  * (qg_warps_for; set_variant) */
 static int qg_warps = -1;
-/* blocks of 8 warps an SM must hold (__launch_bounds__'s second argument, which caps the registers):
- * 1 (no cap) or 3; 0 = chosen per call (qgemv_mma) */
+/* blocks an SM must hold (__launch_bounds__'s second argument, which caps the registers): 1 (no
+ * cap), 3 (of 8 warps) or 6 (of 4); 0 = chosen per call (qgemv_mma) */
 static int qg_min_blocks = 0;
 
 /* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation. */
@@ -703,17 +703,24 @@ static void qgemv_mma_launch(unsigned tiles, unsigned threads, size_t smem, cuda
                   threads, smem, s, y, y_dt, ldy, p, x, ldx, nt, acc);
 }
 
-/* Warps a block for a matrix of `tiles` 16-row tiles of `windows` steps each: 8, or 16 for q8 and fp8
- * with at most 2 tiles an SM and 8 steps or more for each of 16 warps. On an H100 the down
- * projection's 256 tiles of 172 steps ran at 80% of copy with 16 warps instead of 77% (fp8 81%
- * instead of 78%), where the o projection's 256 tiles of 64 steps lost 9% and q8 on more tiles
- * 9-19%; q4 lost 20% (docs/BENCHMARKS.md). */
+/* Warps a block for a matrix of `tiles` 16-row tiles of `windows` steps each. On an H100
+ * (docs/BENCHMARKS.md):
+ *   - q4 with 3 tiles an SM or more: 4 warps (6 blocks an SM, below), each walking twice the steps
+ *     of 8 warps: 10% faster than 8 warps x 3 blocks on 11008 and 12288 x 4096, 6% on 32000 x 4096,
+ *     but 1.9x slower on the down projection's 256 tiles, where 4 warps a block are too few;
+ *   - q8 and fp8 with at most 2 tiles an SM and 8 steps or more for each of 16 warps: 16 warps. The
+ *     down projection's 256 tiles of 172 steps ran at 80% of copy with 16 warps instead of 77%
+ *     (fp8 81% instead of 78%), where the o projection's 256 tiles of 64 steps lost 9% and q8 on
+ *     more tiles 9-19%;
+ *   - else 8. */
 static int qg_warps_for(int method, unsigned tiles, int windows)
 {
     if (qg_warps >= 0)
         return qg_warps;
-    const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
-    return !q4 && tiles <= 2u * (unsigned)lg_sm_count() && windows >= 16 * 8 ? 16 : 8;
+    const unsigned sms = (unsigned)lg_sm_count();
+    if (method == QM_Q4 || method == QM_Q4_MINS)
+        return tiles >= 3u * sms ? 4 : 8;
+    return tiles <= 2u * sms && windows >= 16 * 8 ? 16 : 8;
 }
 
 /* Steps (windows of 4 chunks) a row of cols columns takes at load width cb. */
@@ -730,15 +737,19 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     const int warps = qg_warps_for(method, blocks, qg_windows(q4, p.cols, cb));
     size_t smem = (size_t)warps * QG_ROWS * QG_TOKENS * sizeof(float);
     unsigned threads = (unsigned)warps * 32;
-    /* Capped at 80 registers (rounds of 2 steps for q4, 1 for q8 and fp8), 3 blocks an SM: q4 with
-     * tiles enough to fill 3 an SM (on an H100 43 / 47 / 51% of copy instead of 39 / 42 / 48% on
-     * 11008, 12288, 32000 x 4096; with fewer rows, 4096 x 11008, 37% instead of 47%); q8 and fp8
-     * only from 3 to 6 tiles an SM (since the blocks are persistent, on an H100: q8 77 / 81%
-     * instead of 74 / 79% on 11008 and 12288 x 4096, but 80% instead of 84% on 32000 x 4096). */
+    /* Capped at 80 registers (rounds of 2 steps for q4, 1 for q8 and fp8), 24 warps an SM: q4 with
+     * tiles enough to fill 3 blocks of 8 warps an SM (on an H100 43 / 47 / 51% of copy instead of
+     * 39 / 42 / 48% on 11008, 12288, 32000 x 4096; with fewer rows, 4096 x 11008, 37% instead of
+     * 47%), or 6 of 4 (qg_warps_for); q8 and fp8 with 8 warps only from 3 to 6 tiles an SM (since
+     * the blocks are persistent, on an H100: q8 77 / 81% instead of 74 / 79% on 11008 and 12288 x
+     * 4096, but 80% instead of 84% on 32000 x 4096). */
     int minb = qg_min_blocks;
     if (minb == 0) {
         const unsigned sms = (unsigned)lg_sm_count();
-        minb = warps == 8 && blocks >= 3u * sms && (q4 || blocks <= 6u * sms) ? 3 : 1;
+        if (warps == 4 && q4 && blocks >= 3u * sms)
+            minb = 6;
+        else
+            minb = warps == 8 && blocks >= 3u * sms && (q4 || blocks <= 6u * sms) ? 3 : 1;
     }
     /* q4 with mins whose group is one window (8 CB columns): every step ends a group (qwalk's G1;
      * on an H100 3-6% faster for g64 and g128 with mins; for symmetric q4 it was 3% slower on
@@ -750,6 +761,8 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
 #define QG_MINB(M_, CB_, G1_)                                                                     \
     if (minb == 3)                                                                                \
         QG_LAUNCH(M_, CB_, 256, 3, G1_);                                                          \
+    else if (minb == 6)                                                                           \
+        QG_LAUNCH(M_, CB_, 128, 6, G1_);                                                          \
     else                                                                                          \
         QG_LAUNCH(M_, CB_, QG_MAX_WARPS * 32, 1, G1_);
 #define QG_CASE(M_, CB_)                                                                          \
@@ -811,11 +824,12 @@ extern "C" int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx)
 extern "C" int lg_k_gemv_quant_set_variant(int warps, int min_blocks)
 {
     bool ok = (warps == -1 || warps == 0 || warps == 4 || warps == 8 || warps == 16) &&
-              (min_blocks == 0 || min_blocks == 1 || (min_blocks == 3 && warps == 8));
+              (min_blocks == 0 || min_blocks == 1 || (min_blocks == 3 && warps == 8) ||
+               (min_blocks == 6 && warps == 4));
     if (!ok)
         return lg_k_fail("lg_k_gemv_quant_set_variant: no variant of %d warps (4, 8, 16, -1: "
                          "chosen per call, or 0: scalar) and %d blocks an SM (0: chosen per call, "
-                         "1, or 3 with 8 warps)", warps, min_blocks);
+                         "1, 3 with 8 warps or 6 with 4)", warps, min_blocks);
     qg_warps = warps;
     qg_min_blocks = min_blocks;
     return 0;

@@ -88,11 +88,12 @@ int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx);
 /* The warps per block lg_k_gemv_quant uses for these arguments, 0 for the scalar path. */
 int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx);
 /* Warps per block of the fast path (each block owns 16 rows of W at a time and splits cols among its
- * warps): 4, 8 or 16, or -1 (the default: 16 for q8 and fp8 matrices of at most 2 tiles of 16 rows
- * an SM, else 8); 0 sends every call to the scalar path. min_blocks: blocks an SM
- * must hold at once, which caps the registers a thread: 1 (no cap), 3 (with 8 warps), or 0 (the
- * default: 3 for q4 matrices with rows enough to give 3 blocks of 16 rows to every SM, and for q8
- * and fp8 ones with 3 to 6 such tiles an SM; else 1). Not thread-safe. */
+ * warps): 4, 8 or 16, or -1 (the default: 4 for q4 matrices of at least 3 tiles of 16 rows an SM,
+ * 16 for q8 and fp8 ones of at most 2 with 128 windows or more a row, else 8); 0 sends every call
+ * to the scalar path. min_blocks: blocks an SM must hold at once, which caps the registers a
+ * thread: 1 (no cap), 3 (with 8 warps), 6 (with 4), or 0 (the default: with 3 tiles an SM or more,
+ * 6 for q4 with 4 warps, 3 for q4 with 8 and for q8 and fp8 with 8 up to 6 tiles an SM; else 1).
+ * Not thread-safe. */
 int lg_k_gemv_quant_set_variant(int warps, int min_blocks);
 
 #ifdef __cplusplus

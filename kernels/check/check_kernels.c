@@ -1081,6 +1081,7 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant variant 3", lg_k_gemv_quant_set_variant(3, 1)},
         {"gemv_quant 16 warps, 3 blocks", lg_k_gemv_quant_set_variant(16, 3)},
         {"gemv_quant 8 warps, 4 blocks", lg_k_gemv_quant_set_variant(8, 4)},
+        {"gemv_quant 8 warps, 6 blocks", lg_k_gemv_quant_set_variant(8, 6)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int ok = cases[i].rc == -1 && lg_k_last_error()[0] != 0;
@@ -1427,10 +1428,10 @@ static void bench_quant_all(size_t l2, double copy)
     for (int j = 0; j < 2; j++)
         bench_quant(&schemes[j], 4, 11008, 4096, QV_DEFAULT, 0, copy, us16_4, l2);
     /* the variants (warps a block, blocks an SM) on every shape, for q8, q4 g64 with mins, fp8 */
-    static const qvar variants[] = {{8, 0}, {8, 1}, {8, 3}, {4, 1}, {16, 1}};
+    static const qvar variants[] = {{8, 0}, {8, 1}, {8, 3}, {4, 1}, {4, 6}, {16, 1}};
     static const int vs[] = {0, 1, 4};
     for (int i = 0; i < SHAPES; i++)
-        for (int v = 0; v < 5; v++)
+        for (int v = 0; v < 6; v++)
             for (int j = 0; j < 3; j++)
                 bench_quant(&schemes[vs[j]], 1, shapes[i][0], shapes[i][1], variants[v], 0, copy,
                             us16s[i], l2);
@@ -1632,6 +1633,9 @@ static void check_quant_all(void)
          * without the cap on a shape where the default takes it */
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 3));
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(8, 1));
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV(4, 6));
+        check_gemv_quant(h, h, 3, 12288, 4096, Q4, 128, 1, 1.0f, QV(4, 6));
+        check_gemv_quant(h, F32, 1, 1000, 4096, Q8, 0, 0, 0.0f, QV(4, 6));
         check_gemv_quant(h, h, 3, 4096, 11008, Q8, 0, 0, 1.0f, QV(8, 3));
         check_gemv_quant(h, F32, 2, 1000, 4096, F8, 0, 0, 0.0f, QV(8, 3));
         check_gemv_quant(h, F32, 1, 33, 4096 + 64, Q4, 128, 0, 0.0f, QV(8, 3));
