@@ -157,15 +157,15 @@ static void gemv_launch(void *y, int y_dt, int ldy, const void *w, int ldw, cons
 #define READ_THREADS 256
 #define READ_UNROLL 8
 
-/* One block of 256 threads an SM, each thread READ_UNROLL loads apart by the grid's width, several
- * rounds: on an H100 this read 25 MB in 8.8 us, where a grid of every block the SMs hold (each
- * thread's loads all out at once) took 12.2 us, and 2, 3 or 4 blocks an SM 9.2, 10.0 and 10.8 us
- * (docs/BENCHMARKS.md). The dependents are let go first: nothing here is read by the next kernel
- * but *sum, which it reads after its own wait. */
+/* Two blocks of 256 threads an SM, each thread READ_UNROLL loads apart by the grid's width, several
+ * rounds: on an H100 this read 25 MB in 9.4 us, where a grid of every block the SMs hold (each
+ * thread's loads all out at once) took 12.2 us and one block an SM 10.1 us; 262 MB at 3.07 TB/s
+ * (scripts/read-variants.cu, docs/BENCHMARKS.md). The dependents are let go after the wait, as
+ * every kernel here does: let go first, the next reads overlapped this one whole (they wait only
+ * to add to *sum), which a GEMV, whose products need the x an earlier kernel writes, cannot do. */
 __global__ void __launch_bounds__(READ_THREADS)
     read_sum_kernel(unsigned *sum, const uint4 *__restrict__ buf, size_t n16)
 {
-    lg_pdl_trigger();
     const size_t stride = (size_t)gridDim.x * READ_THREADS;
     unsigned acc = 0;
     for (size_t i = (size_t)blockIdx.x * READ_THREADS + threadIdx.x; i < n16;
@@ -181,6 +181,7 @@ __global__ void __launch_bounds__(READ_THREADS)
             acc += v[u].x + v[u].y + v[u].z + v[u].w;
     }
     lg_pdl_wait(); /* *sum is written by earlier kernels */
+    lg_pdl_trigger();
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1)
         acc += __shfl_xor_sync(0xffffffffu, acc, o);
@@ -197,8 +198,8 @@ extern "C" int lg_k_read_sum(unsigned *sum, const void *buf, size_t bytes, void 
     if (bytes == 0)
         return 0;
     size_t n16 = bytes / 16, need = (n16 + READ_THREADS - 1) / READ_THREADS;
-    size_t sms = (size_t)lg_sm_count();
-    lg_launch_pdl(read_sum_kernel, (unsigned)(need < sms ? need : sms), READ_THREADS, 0,
+    size_t grid = 2 * (size_t)lg_sm_count();
+    lg_launch_pdl(read_sum_kernel, (unsigned)(need < grid ? need : grid), READ_THREADS, 0,
                   LG_CUDA_STREAM(stream), sum, (const uint4 *)buf, n16);
     LG_CUDA_LAUNCHED(who);
     return 0;

@@ -1308,8 +1308,7 @@ static void launch_read_sum(void *ctx, int copy)
 }
 
 /* lg_k_read_sum of `bytes` (rounded up to 16) in the GEMVs' conditions: the same bursts, as many
- * copies rotating through L2, random bytes as the weights are (buffers of one repeated byte read
- * faster than the memory's rate on an H100: 3.9 TB/s for 262 MB). us per read. */
+ * copies rotating through L2, random bytes as the weights are. us per read. */
 static float bench_read_us(size_t bytes, size_t l2)
 {
     read_ctx c = {.bytes = (bytes + 15) / 16 * 16};
