@@ -477,14 +477,16 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
         }
     }
 
-    /* the steps [s_begin, s_end), the first round already loaded into ra0: two rounds of codes in
-     * flight, the next round's loads issued before this one's products */
+    /* the steps [s_begin, s_end), the first round already loaded into ra0 (and the second into ra1
+     * when ahead): two rounds of codes in flight, the next round's loads issued before this one's
+     * products */
     __device__ __forceinline__ void run(const qparams &p, qround<T, M, CB, R> &ra0,
-                                        qround<T, M, CB, R> &ra1, int s_begin)
+                                        qround<T, M, CB, R> &ra1, int s_begin, bool ahead)
     {
         for (int s0 = s_begin; s0 < s_end; s0 += 2 * G::U) {
-            if (s0 + G::U < s_end)
+            if (s0 + G::U < s_end && !ahead)
                 load(p, ra1, s0 + G::U);
+            ahead = false;
             compute(ra0, s0);
             if (s0 + G::U >= s_end)
                 break;
@@ -573,20 +575,23 @@ __global__ void __launch_bounds__(NT, MINB)
     };
 
     /* two rounds of codes in flight: the next round's loads are issued before this one's products
-     * (the codes are written by no kernel, so the first round goes out before the wait) */
+     * (the codes are written by no kernel, so the first two rounds go out before the wait) */
     qround<T, M, CB, R> ra0, ra1;
     int tile = blockIdx.x;
     start(tile);
     w.load(p, ra0, s_begin);
+    const bool ahead = s_begin + G::U < w.s_end;
+    if (ahead)
+        w.load(p, ra1, s_begin + G::U);
     lg_pdl_wait();
     lg_pdl_trigger();
     if constexpr (!qg_persistent(M)) {
-        w.run(p, ra0, ra1, s_begin);
+        w.run(p, ra0, ra1, s_begin, ahead);
         qreduce_store(red, w.sums, warp, warps, g, q, tile * QG_ROWS, p, y, y_dt, ldy, nt,
                       accumulate);
     } else {
-        for (;;) {
-            w.run(p, ra0, ra1, s_begin);
+        for (bool first = true;; first = false) {
+            w.run(p, ra0, ra1, s_begin, first && ahead);
             const float sums[4] = {w.sums[0], w.sums[1], w.sums[2], w.sums[3]};
             const int next = tile + (int)gridDim.x;
             if (next < n_tiles) {
