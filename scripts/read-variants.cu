@@ -2,7 +2,8 @@
  * 12 launches with programmatic dependent launch, copies rotating through L2)? The grid shapes that
  * lg_k_read_sum (kernels/gemv.cu) chose from, and the 1 GiB copy the "% of copy" figures divide by,
  * with random bytes and with one repeated byte. Not built by CMake; on the device machine:
- *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o /tmp/rv scripts/read-variants.cu
+ *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Ikernels -o /tmp/rv \
+ *       scripts/read-variants.cu kernels/kernel_types.cu
  *   /tmp/rv
  * Prints, per size, the median us a read for each variant: U loads in flight a thread, threads a
  * block, the dependents let go before the loads (early) or after the wait (late), and blocks an SM
@@ -11,25 +12,24 @@
 #include <cstdint>
 #include <cstdio>
 #include <vector>
+
+#include "kernel_common.cuh"
+
 #define CK(x)                                                                                      \
     do {                                                                                           \
         cudaError_t e = (x);                                                                       \
         if (e) {                                                                                   \
-            printf("err %s line %d\n", cudaGetErrorString(e), __LINE__);                           \
+            printf("err %s line %d\n", cudaGetErrorString(e), __LINE__);                          \
             exit(1);                                                                               \
         }                                                                                          \
     } while (0)
-__device__ __forceinline__ uint4 ldst(const void *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
+
+/* lg_k_read_sum's kernel with its choices as parameters */
 template <int U, int EARLY>
-__global__ void rk(unsigned *sum, const uint4 *__restrict__ buf, size_t n16) {
+__global__ void rk(unsigned *sum, const uint4 *__restrict__ buf, size_t n16)
+{
     if (EARLY)
-        asm volatile("griddepcontrol.launch_dependents;");
+        lg_pdl_trigger();
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     unsigned acc = 0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n16; i += stride * U) {
@@ -37,33 +37,21 @@ __global__ void rk(unsigned *sum, const uint4 *__restrict__ buf, size_t n16) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             size_t j = i + u * stride;
-            v[u] = j < n16 ? ldst(buf + j) : make_uint4(0, 0, 0, 0);
+            v[u] = j < n16 ? lg_ld_stream16(buf + j) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < U; u++)
             acc += v[u].x + v[u].y + v[u].z + v[u].w;
     }
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    lg_pdl_wait();
     if (!EARLY)
-        asm volatile("griddepcontrol.launch_dependents;");
+        lg_pdl_trigger();
     for (int o = 16; o > 0; o >>= 1)
         acc += __shfl_xor_sync(~0u, acc, o);
     if ((threadIdx.x & 31) == 0)
         atomicAdd(sum, acc);
 }
-template <typename K>
-void launch(K k, unsigned g, unsigned t, cudaStream_t s, unsigned *sum, const void *b, size_t n16) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = g;
-    cfg.blockDim = t;
-    cfg.stream = s;
-    cudaLaunchAttribute a[1];
-    a[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    a[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = a;
-    cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, k, sum, (const uint4 *)b, n16));
-}
+
 template <int U, int EARLY>
 float run(size_t bytes, int threads, int bps_cap, std::vector<void *> &bufs, unsigned *sum) {
     int sms;
@@ -83,7 +71,8 @@ float run(size_t bytes, int threads, int bps_cap, std::vector<void *> &bufs, uns
     for (int r = -3; r < 15; r++) {
         cudaEventRecord(e0);
         for (int b = 0; b < 12; b++)
-            launch(rk<U, EARLY>, g, threads, 0, sum, bufs[(c++) % bufs.size()], n16);
+            lg_launch_pdl(rk<U, EARLY>, g, threads, 0, 0, sum,
+                          (const uint4 *)bufs[(c++) % bufs.size()], n16);
         cudaEventRecord(e1);
         cudaEventSynchronize(e1);
         float ms;
