@@ -716,7 +716,7 @@ static void qgemv_mma_launch(unsigned tiles, unsigned threads, size_t smem, cuda
  *   - q8 and fp8 with at most 2 tiles an SM and 8 steps or more for each of 16 warps: 16 warps. The
  *     down projection's 256 tiles of 172 steps ran at 80% of copy with 16 warps instead of 77%
  *     (fp8 81% instead of 78%), where the o projection's 256 tiles of 64 steps lost 9% and q8 on
- *     more tiles 9-19%;
+ *     more tiles 8-19%;
  *   - else 8. */
 static int qg_warps_for(int method, unsigned tiles, int windows)
 {
