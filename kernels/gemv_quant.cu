@@ -57,8 +57,27 @@ static int qg_warps = -1;
  * cap), 3 (of 8 warps) or 6 (of 4); 0 = chosen per call (qgemv_mma) */
 static int qg_min_blocks = 0;
 
-/* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation. */
-enum { QM_Q8, QM_Q4, QM_Q4_MINS, QM_FP8 };
+/* Kernel-side methods: q4 with mins adds a term, so it gets its own instantiation; q4 codes in the
+ * tiled layout (QM_PAIRED) keep a word's nibbles in another order (q4_tiled_nibble). */
+enum { QM_Q8, QM_Q4, QM_Q4_MINS, QM_FP8, QM_PAIRED = 8 };
+
+static constexpr __host__ __device__ int qm_base(int m)
+{
+    return m & (QM_PAIRED - 1);
+}
+
+static constexpr __host__ __device__ bool qm_q4(int m)
+{
+    return qm_base(m) == QM_Q4 || qm_base(m) == QM_Q4_MINS;
+}
+
+/* Tiled q4 codes keep the two columns 2p, 2p + 1 (p < 4) of each 4-byte word in nibbles p and p + 4,
+ * 16 bits apart, where the checkpoint has column k in nibble k: a pair then decodes with a shift
+ * and one lop3 (qcodec) instead of a byte permute and one lop3. The nibble of the word's column k: */
+__host__ __device__ __forceinline__ int q4_tiled_nibble(int k)
+{
+    return (k >> 1) + 4 * (k & 1);
+}
 
 struct qparams {
     const uint8_t *codes;
@@ -192,7 +211,14 @@ __device__ float q_decode(const qparams &p, int r, int c)
         return s * (float)(int8_t)__ldg(code);
     if (p.method == LG_KQ_FP8)
         return s * e4m3_to_f32(__ldg(code));
-    int nibble = (__ldg(code) >> (4 * (c & 1))) & 15;
+    int nibble;
+    if (p.tiled) { /* in the word of columns c & ~7 */
+        const uint8_t *word = p.codes + code_offset(p, r, c & ~7);
+        nibble = (int)(__ldg(reinterpret_cast<const uint32_t *>(word)) >>
+                       (4 * q4_tiled_nibble(c & 7))) & 15;
+    } else {
+        nibble = (__ldg(code) >> (4 * (c & 1))) & 15;
+    }
     return min_at(p, gi, s) + s * (float)nibble;
 }
 
@@ -256,7 +282,7 @@ __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t two)
  * codes -> 4 pairs. The values: q8 q itself, q4 nibble - 8 without mins and OFF + nibble with
  * them, fp8 e4m3(q). */
 template <typename T, int M> struct qcodec {
-    static constexpr int PAIRS = (M == QM_Q4 || M == QM_Q4_MINS) ? 4 : 2;
+    static constexpr int PAIRS = qm_q4(M) ? 4 : 2;
 
     static __device__ __forceinline__ void decode(uint32_t w, uint32_t *pr)
     {
@@ -286,16 +312,18 @@ template <typename T, int M> struct qcodec {
                 }
             }
         } else {
-            /* byte j holds columns 2j (low nibble) and 2j + 1 (high): w's byte j and (w >> 4)'s
-             * byte j, each masked to 4 bits under the magic exponent in one lop3; without mins the
-             * pair is then the signed code nibble - 8, with mins it stays OFF + nibble (the
-             * caller takes OFF back with the min, which saves the subtraction) */
+            /* as stored, byte j holds columns 2j (low nibble) and 2j + 1 (high): w's byte j and
+             * (w >> 4)'s byte j; tiled, nibbles j and j + 4 (q4_tiled_nibble): w >> 4j. Each pair
+             * is masked to 4 bits under the magic exponent in one lop3; without mins it is then the
+             * signed code nibble - 8, with mins it stays OFF + nibble (the caller takes OFF back
+             * with the min, which saves the subtraction) */
             const uint32_t w4 = w >> 4;
             const uint32_t sel[4] = {0x4400, 0x5511, 0x6622, 0x7733};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint32_t v = mask_or(__byte_perm(w, w4, sel[j]), 0x000f000fu, qtype<T>::NIB);
-                pr[j] = M == QM_Q4 ? sub_pair<T>(v, qtype<T>::NIB | 0x00080008u) : v;
+                const uint32_t two = (M & QM_PAIRED) ? w >> (4 * j) : __byte_perm(w, w4, sel[j]);
+                uint32_t v = mask_or(two, 0x000f000fu, qtype<T>::NIB);
+                pr[j] = qm_base(M) == QM_Q4 ? sub_pair<T>(v, qtype<T>::NIB | 0x00080008u) : v;
             }
         }
     }
@@ -381,7 +409,7 @@ __device__ __forceinline__ void qstep(const uint32_t *ka, const uint32_t *kb, co
             const int m = i * (D::PAIRS / 2) + j;
             const uint32_t a[4] = {pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1]};
             lg_mma16816<T>(acc, a, xv[2 * m], xv[2 * m + 1]);
-            if constexpr (M == QM_Q4_MINS) {
+            if constexpr (qm_base(M) == QM_Q4_MINS) {
                 const uint32_t o[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES,
                                        qtype<T>::ONES};
                 lg_mma16816<T>(ones, o, xv[2 * m], xv[2 * m + 1]);
@@ -433,7 +461,7 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
                 if (G1 || r.fin[u]) {
                     r.sa[u] = ld_raw<raw>(p.scales, gi);
                     r.sb[u] = ld_raw<raw>(p.scales, gi + idb);
-                    if constexpr (M == QM_Q4_MINS) {
+                    if constexpr (qm_base(M) == QM_Q4_MINS) {
                         r.ma[u] = ld_raw<raw>(p.mins, gi);
                         r.mb[u] = ld_raw<raw>(p.mins, gi + idb);
                     }
@@ -463,7 +491,7 @@ template <typename T, int M, int CB, int R, bool G1> struct qwalk {
             sums[1] = fmaf(fa, acc[1], sums[1]);
             sums[2] = fmaf(fb, acc[2], sums[2]);
             sums[3] = fmaf(fb, acc[3], sums[3]);
-            if constexpr (M == QM_Q4_MINS) { /* the codes came as OFF + nibble */
+            if constexpr (qm_base(M) == QM_Q4_MINS) { /* the codes came as OFF + nibble */
                 float na = fmaf(-qtype<T>::OFF, fa, raw_to_f32(r.ma[u]));
                 float nb = fmaf(-qtype<T>::OFF, fb, raw_to_f32(r.mb[u]));
                 sums[0] = fmaf(na, ones[0], sums[0]);
@@ -651,7 +679,7 @@ static int kernel_method(const lg_kqmat *w)
         return QM_Q8;
     if (w->method == LG_KQ_FP8)
         return QM_FP8;
-    return w->mins ? QM_Q4_MINS : QM_Q4;
+    return (w->mins ? QM_Q4_MINS : QM_Q4) | (w->tiled ? QM_PAIRED : 0);
 }
 
 /* The widest load whose window (4 chunks) divides both the group and cols, codes aligned to it; 0:
@@ -723,7 +751,7 @@ static int qg_warps_for(int method, unsigned tiles, int windows)
     if (qg_warps >= 0)
         return qg_warps;
     const unsigned sms = (unsigned)lg_sm_count();
-    if (method == QM_Q4 || method == QM_Q4_MINS)
+    if (qm_q4(method))
         return tiles >= 3u * sms ? 4 : 8;
     return tiles <= 2u * sms && windows >= 16 * 8 ? 16 : 8;
 }
@@ -738,7 +766,7 @@ template <typename T>
 static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
                       const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
 {
-    const bool q4 = method == QM_Q4 || method == QM_Q4_MINS;
+    const bool q4 = qm_q4(method);
     const int warps = qg_warps_for(method, blocks, qg_windows(q4, p.cols, cb));
     size_t smem = (size_t)warps * QG_ROWS * QG_TOKENS * sizeof(float);
     unsigned threads = (unsigned)warps * 32;
@@ -759,7 +787,7 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     /* q4 with mins whose group is one window (8 CB columns): every step ends a group (qwalk's G1;
      * on an H100 3-6% faster for g64 and g128 with mins; for symmetric q4 it was 3% slower on
      * 11008 x 4096 and 8% faster on 32000 x 4096, so it is left out there) */
-    const bool g1 = method == QM_Q4_MINS && p.group == 8 * cb;
+    const bool g1 = qm_base(method) == QM_Q4_MINS && p.group == 8 * cb;
 #define QG_LAUNCH(M_, CB_, NT_, MINB_, G1_)                                                       \
     qgemv_mma_launch<T, M_, CB_, NT_, MINB_, G1_>(blocks, threads, smem, s, y, y_dt, ldy, p, x,   \
                                                   ldx, nt, acc)
@@ -771,12 +799,12 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     else                                                                                          \
         QG_LAUNCH(M_, CB_, QG_MAX_WARPS * 32, 1, G1_);
 #define QG_CASE(M_, CB_)                                                                          \
-    if (method == M_ && cb == CB_) {                                                              \
+    if (method == (M_) && cb == CB_) {                                                            \
         QG_MINB(M_, CB_, false)                                                                   \
         return;                                                                                   \
     }
 #define QG_CASE_G1(M_, CB_)                                                                       \
-    if (method == M_ && cb == CB_) {                                                              \
+    if (method == (M_) && cb == CB_) {                                                            \
         if (g1) {                                                                                 \
             QG_MINB(M_, CB_, true)                                                                \
         } else {                                                                                  \
@@ -788,6 +816,8 @@ static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, in
     QG_WIDTHS(QG_CASE, QM_Q8)
     QG_WIDTHS(QG_CASE, QM_Q4)
     QG_WIDTHS(QG_CASE_G1, QM_Q4_MINS)
+    QG_WIDTHS(QG_CASE, QM_Q4 | QM_PAIRED)
+    QG_WIDTHS(QG_CASE_G1, QM_Q4_MINS | QM_PAIRED)
     QG_WIDTHS(QG_CASE, QM_FP8)
 #undef QG_WIDTHS
 #undef QG_CASE_G1
@@ -899,8 +929,8 @@ __global__ void dequant_vec_kernel(T *out, int ldo, qparams p, int row0, int n_r
             uint32_t raw = __ldg(reinterpret_cast<const unsigned *>(src));
             float mn = min_at(p, gi, s);
 #pragma unroll
-            for (int j = 0; j < 8; j++) /* column c + j is nibble j of the word */
-                v[j] = mn + s * (float)((raw >> (4 * j)) & 15u);
+            for (int j = 0; j < 8; j++) /* column c + j: nibble j of the word, tiled its pair's */
+                v[j] = mn + s * (float)((raw >> (4 * (p.tiled ? q4_tiled_nibble(j) : j))) & 15u);
         } else {
             uint2 raw = __ldg(reinterpret_cast<const uint2 *>(src));
 #pragma unroll
@@ -963,6 +993,16 @@ extern "C" int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat
 
 /* ---------------------------------------------------------------- tile-major codes */
 
+/* A word of q4 codes from the stored nibble order to the tiled one (q4_tiled_nibble). */
+__device__ __forceinline__ uint32_t q4_pair_nibbles(uint32_t w)
+{
+    uint32_t o = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+        o |= ((w >> (4 * k)) & 15u) << (4 * q4_tiled_nibble(k));
+    return o;
+}
+
 /* One chunk (CB bytes of one row) a thread, from the stored layout (src) to the tiled one. */
 template <int CB> __global__ void tile_kernel(uint8_t *dst, const uint8_t *src, qparams p)
 {
@@ -974,12 +1014,19 @@ template <int CB> __global__ void tile_kernel(uint8_t *dst, const uint8_t *src, 
     const int c = k * tile_chunk_cols(p.method, CB); /* the chunk's first column */
     const uint8_t *from = src + (size_t)r * p.row_bytes + (size_t)k * CB;
     uint8_t *to = dst + code_offset(p, r, c);
+    uint32_t w[CB / 4];
+#pragma unroll
+    for (int i = 0; i < CB / 4; i++) {
+        w[i] = reinterpret_cast<const uint32_t *>(from)[i];
+        if (p.method == LG_KQ_Q4)
+            w[i] = q4_pair_nibbles(w[i]);
+    }
     if constexpr (CB == 16)
-        *reinterpret_cast<uint4 *>(to) = *reinterpret_cast<const uint4 *>(from);
+        *reinterpret_cast<uint4 *>(to) = make_uint4(w[0], w[1], w[2], w[3]);
     else if constexpr (CB == 8)
-        *reinterpret_cast<uint2 *>(to) = *reinterpret_cast<const uint2 *>(from);
+        *reinterpret_cast<uint2 *>(to) = make_uint2(w[0], w[1]);
     else
-        *reinterpret_cast<uint32_t *>(to) = *reinterpret_cast<const uint32_t *>(from);
+        *reinterpret_cast<uint32_t *>(to) = w[0];
 }
 
 extern "C" int lg_k_qmat_tile_bytes(const lg_kqmat *w)

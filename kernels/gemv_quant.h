@@ -73,7 +73,9 @@ int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int ro
  * the codes of 16 rows x one window are stored in the order the lanes read them, so a warp's loads
  * of a step are 512 or 1024 contiguous bytes: for tile T (rows 16T..16T+15), window s, half h
  * (rows g + 8h, g < 8) and window chunk c (0..3), the chunk of row 16T + 8h + g sits at
- *   ((T * windows + s) * 2 + h) * 32 * width + (4 g + c) * width.
+ *   ((T * windows + s) * 2 + h) * 32 * width + (4 g + c) * width,
+ * and for q4 each 4-byte word of a chunk (8 columns) holds columns 2p and 2p + 1 in nibbles p and
+ * p + 4 (p < 4) instead of nibbles 2p and 2p + 1, which saves the decode a byte permute a pair.
  * Every kernel here reads either layout (w->tiled says which); scales and mins stay as stored.
  * lg_k_qmat_tile_bytes: the width a matrix would be tiled for (that of lg_k_gemv_quant_load_bytes
  * with an aligned x), or 0 when it is not tiled (rows not a multiple of 16, no fast path).
