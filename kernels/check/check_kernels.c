@@ -1308,9 +1308,14 @@ static void launch_read_sum(void *ctx, int copy)
 }
 
 /* lg_k_read_sum of `bytes` (rounded up to 16) in the GEMVs' conditions: the same bursts, as many
- * copies rotating through L2, random bytes as the weights are. us per read. */
+ * copies rotating through L2, random bytes as the weights are. us per read; the variant rows of a
+ * shape ask for the same bytes again, and get the time measured first. */
 static float bench_read_us(size_t bytes, size_t l2)
 {
+    static size_t last_bytes;
+    static float last_us;
+    if (bytes == last_bytes)
+        return last_us;
     read_ctx c = {.bytes = (bytes + 15) / 16 * 16};
     int copies = rotation_copies(c.bytes, l2);
     uint64_t *h = xmalloc(c.bytes), r = 0x9e3779b97f4a7c15u;
@@ -1328,6 +1333,7 @@ static float bench_read_us(size_t bytes, size_t l2)
     for (int i = 0; i < copies; i++)
         cudaFree(c.buf[i]);
     cudaFree(c.sum);
+    last_bytes = bytes, last_us = us;
     return us;
 }
 
