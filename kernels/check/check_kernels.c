@@ -1309,13 +1309,16 @@ static void launch_read_sum(void *ctx, int copy)
 
 /* lg_k_read_sum of `bytes` (rounded up to 16) in the GEMVs' conditions: the same bursts, as many
  * copies rotating through L2, random bytes as the weights are. us per read; the variant rows of a
- * shape ask for the same bytes again, and get the time measured first. */
+ * shape ask for the same bytes again, and get the time measured first (the last 8 sizes kept). */
 static float bench_read_us(size_t bytes, size_t l2)
 {
-    static size_t last_bytes;
-    static float last_us;
-    if (bytes == last_bytes)
-        return last_us;
+    enum { SEEN = 8 };
+    static size_t seen_bytes[SEEN];
+    static float seen_us[SEEN];
+    static int n_seen;
+    for (int i = 0; i < n_seen && i < SEEN; i++)
+        if (seen_bytes[i] == bytes)
+            return seen_us[i];
     read_ctx c = {.bytes = (bytes + 15) / 16 * 16};
     int copies = rotation_copies(c.bytes, l2);
     uint64_t *h = xmalloc(c.bytes), r = 0x9e3779b97f4a7c15u;
@@ -1333,7 +1336,8 @@ static float bench_read_us(size_t bytes, size_t l2)
     for (int i = 0; i < copies; i++)
         cudaFree(c.buf[i]);
     cudaFree(c.sum);
-    last_bytes = bytes, last_us = us;
+    seen_bytes[n_seen % SEEN] = bytes, seen_us[n_seen % SEEN] = us;
+    n_seen++;
     return us;
 }
 
