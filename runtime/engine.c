@@ -101,6 +101,17 @@ int lg_engine_parse_tp(const char *arg, int *tp, lg_err *err)
     return 0;
 }
 
+int lg_engine_parse_dtype(const char *arg, const char **dtype, lg_err *err)
+{
+    static const char *const known[] = {"f16", "bf16", "f32"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(arg, known[i]) == 0) {
+            *dtype = known[i];
+            return 0;
+        }
+    return lg_err_set(err, "--dtype '%s': expected f16, bf16 or f32", arg);
+}
+
 lg_model *lg_engine_load_model(const char *dir, const char *device, lg_err *err)
 {
     if (lg_engine_check_device(device, err) != 0)
@@ -125,6 +136,12 @@ lg_engine *lg_engine_new(const lg_model *m, const char *device, const lg_engine_
         o = *opts;
     if (o.tp > 1 && !(device && strcmp(device, "cuda") == 0)) {
         lg_err_set(err, "--tp %d: tensor parallelism runs on GPUs: add --device cuda", o.tp);
+        free(e);
+        return NULL;
+    }
+    if (o.dtype && strcmp(o.dtype, "f32") != 0 && !(device && strcmp(device, "cuda") == 0)) {
+        lg_err_set(err, "--dtype %s: the CPU engine computes in float32 only (it is the oracle the "
+                        "GPU path is checked against); add --device cuda", o.dtype);
         free(e);
         return NULL;
     }

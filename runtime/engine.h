@@ -65,6 +65,10 @@ typedef struct lg_engine {
 /* Parses a --tp value (GPUs, 1 .. LG_ENGINE_MAX_DEVICES) into *tp; -1 with a message. */
 int lg_engine_parse_tp(const char *arg, int *tp, lg_err *err);
 
+/* Checks a --dtype value ("f16", "bf16" or "f32": lg_engine_opts.dtype) and sets *dtype to it; -1
+ * with a message. */
+int lg_engine_parse_dtype(const char *arg, const char **dtype, lg_err *err);
+
 /* 0 when `device` names a backend of this build ("cpu" always, "cuda" when built with CUDA); else -1
  * with a message saying which devices the build has. */
 int lg_engine_check_device(const char *device, lg_err *err);

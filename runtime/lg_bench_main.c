@@ -177,7 +177,14 @@ int main(int argc, char **argv)
             if (parse_long("--decode", optarg, 1, 100000, &n_decode))
                 return 2;
             break;
-        case O_DTYPE: eo.dtype = optarg; break;
+        case O_DTYPE: {
+            lg_err derr;
+            if (lg_engine_parse_dtype(optarg, &eo.dtype, &derr) != 0) {
+                fprintf(stderr, "lg-bench: %s\n", derr.msg);
+                return 2;
+            }
+            break;
+        }
         case O_CHUNK:
             if (parse_long("--chunk", optarg, 1, 1 << 20, &v))
                 return 2;

@@ -22,7 +22,9 @@ static void usage(FILE *f)
 "  --top-p P           nucleus sampling threshold (default 0.9, with --temp > 0)\n"
 "  --seed S            random seed for sampling (default 42)\n"
 "  --plan FILE         apply a longgen_plan.json instead of the config's plan\n"
-"  --device D          cpu (float32, default) or cuda (fp16 on the GPU, when built with CUDA)\n"
+"  --device D          cpu (float32, default) or cuda (on the GPU, when built with CUDA)\n"
+"  --dtype T           with --device cuda: weights, activations and KV caches in f16, bf16 or\n"
+"                      f32 (default: the checkpoint's float type; f16 for a quantized one)\n"
 "  --tp N              with --device cuda: split the model over N GPUs (tensor parallel, NCCL)\n"
 "MODEL is a checkpoint directory, or a .lgpkg package (unpacked and verified once into\n"
 "$XDG_CACHE_HOME/longgen or ~/.cache/longgen).\n"
@@ -60,14 +62,14 @@ static int stream_text(const lg_tokenizer *t, const int *ids, int n, size_t *sho
 
 int main(int argc, char **argv)
 {
-    enum { O_TEMP = 256, O_TOPP, O_SEED, O_DEVICE, O_PLAN, O_TP };
+    enum { O_TEMP = 256, O_TOPP, O_SEED, O_DEVICE, O_PLAN, O_TP, O_DTYPE };
     static const struct option longs[] = {
         {"prompt", required_argument, 0, 'p'}, {"tokens", required_argument, 0, 'n'},
         {"temp", required_argument, 0, O_TEMP}, {"top-p", required_argument, 0, O_TOPP},
         {"seed", required_argument, 0, O_SEED}, {"device", required_argument, 0, O_DEVICE},
         {"plan", required_argument, 0, O_PLAN}, {"tp", required_argument, 0, O_TP},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *prompt = NULL, *device = "cpu", *plan = NULL;
+        {"dtype", required_argument, 0, O_DTYPE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *prompt = NULL, *device = "cpu", *plan = NULL, *dtype = NULL;
     int tp = 1;
     lg_err err;
     double n_new = 128, temp = 0, top_p = 0.9, seed = 42;
@@ -84,6 +86,10 @@ int main(int argc, char **argv)
         case O_PLAN: plan = optarg; break;
         case O_TP:
             if ((bad = lg_engine_parse_tp(optarg, &tp, &err)) != 0)
+                fprintf(stderr, "lg-run: %s\n", err.msg);
+            break;
+        case O_DTYPE:
+            if ((bad = lg_engine_parse_dtype(optarg, &dtype, &err)) != 0)
                 fprintf(stderr, "lg-run: %s\n", err.msg);
             break;
         case 'h': usage(stdout); return 0;
@@ -121,7 +127,7 @@ int main(int argc, char **argv)
         goto done;
     }
     int total = n_prompt + (int)n_new;
-    lg_engine_opts eo = {.max_seq = total, .tp = tp};
+    lg_engine_opts eo = {.max_seq = total, .tp = tp, .dtype = dtype};
     s = lg_engine_new(m, device, &eo, &err);
     ids = realloc(ids, sizeof(int) * (size_t)total);
     logits = malloc(sizeof(float) * (size_t)m->vocab_size);

@@ -27,7 +27,8 @@ const char lg_long_eval_usage[] =
 "       lg-eval passkey MODEL [--lengths 1k,2k,4k] [--trials N] [--seed S] [--json]\n"
 "       lg-eval ppl MODEL --by-position --text FILE [--text FILE...] [--ctx N] [--buckets N]\n"
 "                      [--plot FILE.svg] [--json]\n"
-"       (each also takes --plan FILE, --device cpu|cuda and --tp N; lengths as 4096, 1k, 128k)\n";
+"       (each also takes --plan FILE, --device cpu|cuda, --dtype f16|bf16|f32 and --tp N;\n"
+"       lengths as 4096, 1k, 128k)\n";
 
 /* ---------------------------------------------------------------- lists */
 
@@ -178,7 +179,8 @@ int lg_parse_depths(const char *s, double **out, int *n, lg_err *err)
 typedef struct run_opts {
     const char *model, *plan, *device;
     int json, quiet;
-    int tp; /* GPUs (--tp), 0: one */
+    int tp;            /* GPUs (--tp), 0: one */
+    const char *dtype; /* --dtype, NULL: the checkpoint's (lg_engine_opts.dtype) */
 } run_opts;
 
 /* --tp N into o->tp; 2 (the usage exit) on a bad value, with the message. */
@@ -186,6 +188,17 @@ static int parse_tp(run_opts *o, const char *arg)
 {
     lg_err err;
     if (lg_engine_parse_tp(arg, &o->tp, &err) != 0) {
+        fprintf(stderr, "lg-eval: %s\n", err.msg);
+        return 2;
+    }
+    return 0;
+}
+
+/* --dtype T into o->dtype; 2 (the usage exit) on a bad value, with the message. */
+static int parse_dtype(run_opts *o, const char *arg)
+{
+    lg_err err;
+    if (lg_engine_parse_dtype(arg, &o->dtype, &err) != 0) {
         fprintf(stderr, "lg-eval: %s\n", err.msg);
         return 2;
     }
@@ -269,7 +282,7 @@ static const char *default_haystack(char *buf, size_t n)
 enum {
     O_HAYSTACK = 300, O_LENGTHS, O_DEPTHS, O_NEEDLE, O_QUESTION, O_ANSWER, O_PREFIX, O_MAX_NEW,
     O_JSON_OUT, O_SVG, O_QUIET, O_TRIALS, O_SEED, O_JSON, O_PLAN, O_DEVICE, O_TEXT, O_CTX, O_BUCKETS,
-    O_PLOT, O_BY_POSITION, O_TP,
+    O_PLOT, O_BY_POSITION, O_TP, O_DTYPE,
 };
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out)
@@ -312,6 +325,7 @@ static const char needle_help[] =
 "  --json-out FILE     the grid as JSON      --svg FILE   the heatmap\n"
 "  --plan FILE         a longgen_plan.json instead of the config's plan\n"
 "  --device cpu|cuda   the forward pass (default cpu; cuda in builds with CUDA)\n"
+"  --dtype T           with --device cuda: f16, bf16 or f32 (default: the checkpoint's type)\n"
 "  --tp N              with --device cuda: the model split over N GPUs (tensor parallel)\n"
 "  --quiet             no line per cell on stderr\n";
 
@@ -335,7 +349,7 @@ static int needle_parse(int argc, char **argv, needle_args *a)
         {"json-out", required_argument, 0, O_JSON_OUT}, {"svg", required_argument, 0, O_SVG},
         {"quiet", no_argument, 0, O_QUIET}, {"plan", required_argument, 0, O_PLAN},
         {"device", required_argument, 0, O_DEVICE}, {"tp", required_argument, 0, O_TP},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"dtype", required_argument, 0, O_DTYPE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *lengths = "256,512,1k", *depths = "0,25,50,75,100", *prefix = NULL;
     lg_needle_spec def = lg_needle_default_spec();
     a->spec = def;
@@ -363,6 +377,10 @@ static int needle_parse(int argc, char **argv, needle_args *a)
         case O_DEVICE: a->o.device = optarg; break;
         case O_TP:
             if (parse_tp(&a->o, optarg))
+                return 2;
+            break;
+        case O_DTYPE:
+            if (parse_dtype(&a->o, optarg))
                 return 2;
             break;
         case 'h': fputs(needle_help, stdout); return -1;
@@ -435,7 +453,7 @@ static int cmd_needle(int argc, char **argv)
     if (rc == 0) {
         warn_lengths("needle", m, a.lengths, a.n_lengths);
         long longest = max_of(a.lengths, a.n_lengths);
-        lg_engine_opts eo = {.max_seq = (int)longest + 8, .tp = a.o.tp};
+        lg_engine_opts eo = {.max_seq = (int)longest + 8, .tp = a.o.tp, .dtype = a.o.dtype};
         /* the corpus must hold the longest haystack with room to pick sentence boundaries */
         if (lg_corpus_load(hay, t, longest + longest / 20 + 1024, &c, &err) != 0 ||
             lg_needle_grid_init(&g, a.lengths, a.n_lengths, a.depths, a.n_depths, (int)a.max_new, &err) != 0 ||
@@ -463,7 +481,7 @@ static int cmd_needle(int argc, char **argv)
 
 static const char passkey_help[] =
 "usage: lg-eval passkey MODEL [--lengths 1k,2k,4k] [--trials N] [--seed S] [--json] [--plan FILE]\n"
-"                       [--device cpu|cuda] [--tp N]\n"
+"                       [--device cpu|cuda] [--dtype f16|bf16|f32] [--tp N]\n"
 "\n"
 "Pass-key retrieval (llama.cpp's passkey example, LongGen's evaluation): filler text (\"The grass is\n"
 "green. ...\") repeated to fill each length, a random 5-digit key at a random filler position, then\n"
@@ -477,7 +495,8 @@ static int cmd_passkey(int argc, char **argv)
         {"lengths", required_argument, 0, O_LENGTHS}, {"trials", required_argument, 0, O_TRIALS},
         {"seed", required_argument, 0, O_SEED}, {"json", no_argument, 0, O_JSON},
         {"plan", required_argument, 0, O_PLAN}, {"device", required_argument, 0, O_DEVICE},
-        {"tp", required_argument, 0, O_TP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tp", required_argument, 0, O_TP}, {"dtype", required_argument, 0, O_DTYPE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     run_opts o = {0};
     const char *lengths = "1k,2k,4k";
     long trials = 10, seed = 1;
@@ -501,6 +520,10 @@ static int cmd_passkey(int argc, char **argv)
             if (parse_tp(&o, optarg))
                 return 2;
             break;
+        case O_DTYPE:
+            if (parse_dtype(&o, optarg))
+                return 2;
+            break;
         case 'h': fputs(passkey_help, stdout); return 0;
         default: fputs(passkey_help, stderr); return 2;
         }
@@ -520,7 +543,7 @@ static int cmd_passkey(int argc, char **argv)
     lg_model *m = NULL;
     lg_tokenizer *t = NULL;
     int rc = load_model(&o, "passkey", &m, &t);
-    lg_engine_opts eo = {.max_seq = (int)max_of(lens, n_lens) + 8, .tp = o.tp};
+    lg_engine_opts eo = {.max_seq = (int)max_of(lens, n_lens) + 8, .tp = o.tp, .dtype = o.dtype};
     lg_engine *s = rc == 0 ? lg_engine_new(m, o.device, &eo, &err) : NULL;
     if (rc == 0 && !s) {
         fprintf(stderr, "lg-eval passkey: %s\n", err.msg);
@@ -576,7 +599,8 @@ static int cmd_passkey(int argc, char **argv)
 
 static const char ppl_help[] =
 "usage: lg-eval ppl MODEL --by-position --text FILE [--text FILE...] [--ctx N] [--buckets N]\n"
-"                   [--plot FILE.svg] [--json] [--plan FILE] [--device cpu|cuda] [--tp N]\n"
+"                   [--plot FILE.svg] [--json] [--plan FILE] [--device cpu|cuda]\n"
+"                   [--dtype f16|bf16|f32] [--tp N]\n"
 "\n"
 "The perplexity protocol of `lg-eval ppl` (each file with BOS, concatenated, windows of ctx+1 tokens\n"
 "every ctx tokens; default ctx: max_position_embeddings, at most 4096) with the loss of each predicted\n"
@@ -686,7 +710,8 @@ static int cmd_ppl_by_position(int argc, char **argv)
         {"ctx", required_argument, 0, O_CTX}, {"buckets", required_argument, 0, O_BUCKETS},
         {"plot", required_argument, 0, O_PLOT}, {"json", no_argument, 0, O_JSON},
         {"plan", required_argument, 0, O_PLAN}, {"device", required_argument, 0, O_DEVICE},
-        {"tp", required_argument, 0, O_TP}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tp", required_argument, 0, O_TP}, {"dtype", required_argument, 0, O_DTYPE},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     run_opts o = {0};
     char **texts = calloc((size_t)argc, sizeof *texts);
     const char *plot = NULL;
@@ -704,6 +729,7 @@ static int cmd_ppl_by_position(int argc, char **argv)
         case O_PLAN: o.plan = optarg; break;
         case O_DEVICE: o.device = optarg; break;
         case O_TP: rc = parse_tp(&o, optarg); break;
+        case O_DTYPE: rc = parse_dtype(&o, optarg); break;
         case 'h': fputs(ppl_help, stdout); rc = -1; break;
         default: fputs(ppl_help, stderr); rc = 2;
         }
@@ -729,7 +755,7 @@ static int cmd_ppl_by_position(int argc, char **argv)
         warn_lengths("ppl", m, lens, 1);
         if (buckets > ctx)
             buckets = ctx;
-        lg_engine_opts eo = {.max_seq = (int)ctx + 1, .tp = o.tp};
+        lg_engine_opts eo = {.max_seq = (int)ctx + 1, .tp = o.tp, .dtype = o.dtype};
         lg_ppl_positions r;
         if (read_texts(t, texts, n_texts, &ids, &n, &err) != 0 || !(s = lg_engine_new(m, o.device, &eo, &err)) ||
             lg_ppl_by_position(s, ids, n, (int)ctx, (int)buckets, 1, &r, &err) != 0) {

@@ -116,8 +116,9 @@ int lg_quant_report_run(lg_engine *a, lg_engine *b, int vocab, const int *tokens
 
 const char lg_quant_report_usage[] =
 "       lg-eval quant-report MODEL_A MODEL_B --text FILE [--text FILE...] [--ctx N] [--json]\n"
-"                [--device cpu|cuda]   ppl of both, KL(A||B) of next-token distributions,\n"
-"                top-1 agreement (A is the reference, B e.g. its quantized conversion)\n";
+"                [--device cpu|cuda] [--dtype f16|bf16|f32]   ppl of both, KL(A||B) of next-token\n"
+"                distributions, top-1 agreement (A is the reference, B e.g. its quantized\n"
+"                conversion; with --dtype both run in that type on the GPU)\n";
 
 static int read_text(const char *path, char **buf, size_t *n, lg_err *err)
 {
@@ -200,15 +201,16 @@ static void describe_weights(const lg_model *m, char *buf, size_t n)
 
 int lg_quant_report_main(int argc, char **argv)
 {
-    enum { O_TEXT = 256, O_CTX, O_JSON, O_DEVICE };
+    enum { O_TEXT = 256, O_CTX, O_JSON, O_DEVICE, O_DTYPE };
     static const struct option longs[] = {
         {"text", required_argument, 0, O_TEXT}, {"ctx", required_argument, 0, O_CTX},
         {"json", no_argument, 0, O_JSON}, {"device", required_argument, 0, O_DEVICE},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"dtype", required_argument, 0, O_DTYPE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     char **texts = calloc((size_t)argc + 1, sizeof *texts);
     int n_texts = 0, json = 0, c;
     long ctx = 0;
-    const char *device = "cpu";
+    const char *device = "cpu", *dtype = NULL;
+    lg_err aerr;
     char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
@@ -226,6 +228,13 @@ int lg_quant_report_main(int argc, char **argv)
             break;
         case O_JSON: json = 1; break;
         case O_DEVICE: device = optarg; break;
+        case O_DTYPE:
+            if (lg_engine_parse_dtype(optarg, &dtype, &aerr) != 0) {
+                fprintf(stderr, "lg-eval quant-report: %s\n", aerr.msg);
+                free(texts);
+                return 2;
+            }
+            break;
         case 'h': printf("usage:%s", lg_quant_report_usage + 6); free(texts); return 0;
         default: free(texts); return 2;
         }
@@ -255,7 +264,7 @@ int lg_quant_report_main(int argc, char **argv)
     }
     if (ctx == 0)
         ctx = a->max_pos < 4096 ? a->max_pos : 4096;
-    lg_engine_opts eo = {.max_seq = (int)ctx + 1};
+    lg_engine_opts eo = {.max_seq = (int)ctx + 1, .dtype = dtype};
     if (!(ea = lg_engine_new(a, device, &eo, &err)) || !(eb = lg_engine_new(b, device, &eo, &err)) ||
         lg_quant_report_run(ea, eb, a->vocab_size, ids, n, (int)ctx, 1, &r, &err) != 0)
         goto done;

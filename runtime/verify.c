@@ -179,6 +179,15 @@ static int compare_greedy(lg_engine *s, const lg_st_file *f, int vocab, lg_verif
     return rc;
 }
 
+double lg_verify_default_bound(const char *act)
+{
+    if (act && strcmp(act, "bf16") == 0)
+        return 1.6e-2;
+    if (act && strcmp(act, "f16") == 0)
+        return 2e-3;
+    return 1e-4;
+}
+
 int lg_verify_run(lg_engine *s, int model_vocab, const char *ref_path, lg_verify_result *r,
                   lg_err *err)
 {

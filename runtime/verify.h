@@ -20,6 +20,16 @@ typedef struct lg_verify_result {
     double ppl, ref_ppl;  /* exp(mean nll): ours and the reference's, over the same tokens */
 } lg_verify_result;
 
+/* The relative error `lg-eval verify` allows by default for an engine whose activations are of
+ * type act ("f32", "f16", "bf16": lg_engine_mem.weight_dtype): 1e-4 in float32 (the CPU oracle
+ * against transformers' float32 logits, or the GPU's float32 path, differ only in the order of
+ * float32 sums); 2e-3 in float16 (weights and activations rounded to 11 significant bits, unit
+ * roundoff 2^-11 ~ 4.9e-4: the fixtures' float16 runs measure 1.2e-4 to 5.2e-4); 1.6e-2 in bfloat16,
+ * whose 8 bits make its unit roundoff 8 times float16's (on an H100, kjv-tiny-longgen measured
+ * 4.5e-3 in bfloat16 against 3.7e-4 in float16, a random bfloat16 model 5.6e-3 against 7.1e-4:
+ * docs/BENCHMARKS.md). */
+double lg_verify_default_bound(const char *act);
+
 /* vocab: the model's vocabulary size (the reference's logits must have as many columns). */
 int lg_verify_run(lg_engine *s, int vocab, const char *ref_path, lg_verify_result *r,
                   lg_err *err);
