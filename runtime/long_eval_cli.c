@@ -176,6 +176,12 @@ int lg_parse_depths(const char *s, double **out, int *n, lg_err *err)
 
 /* ---------------------------------------------------------------- shared pieces */
 
+enum {
+    O_HAYSTACK = 300, O_LENGTHS, O_DEPTHS, O_NEEDLE, O_QUESTION, O_ANSWER, O_PREFIX, O_MAX_NEW,
+    O_JSON_OUT, O_SVG, O_QUIET, O_TRIALS, O_SEED, O_JSON, O_PLAN, O_DEVICE, O_TEXT, O_CTX, O_BUCKETS,
+    O_PLOT, O_BY_POSITION, O_TP, O_DTYPE,
+};
+
 typedef struct run_opts {
     const char *model, *plan, *device;
     int json, quiet;
@@ -183,22 +189,14 @@ typedef struct run_opts {
     const char *dtype; /* --dtype, NULL: the checkpoint's (lg_engine_opts.dtype) */
 } run_opts;
 
-/* --tp N into o->tp; 2 (the usage exit) on a bad value, with the message. */
-static int parse_tp(run_opts *o, const char *arg)
+/* An engine option (--tp N or --dtype T) into o; 2 (the usage exit) on a bad value, with the
+ * message. */
+static int parse_engine_opt(run_opts *o, int opt, const char *arg)
 {
     lg_err err;
-    if (lg_engine_parse_tp(arg, &o->tp, &err) != 0) {
-        fprintf(stderr, "lg-eval: %s\n", err.msg);
-        return 2;
-    }
-    return 0;
-}
-
-/* --dtype T into o->dtype; 2 (the usage exit) on a bad value, with the message. */
-static int parse_dtype(run_opts *o, const char *arg)
-{
-    lg_err err;
-    if (lg_engine_parse_dtype(arg, &o->dtype, &err) != 0) {
+    int rc = opt == O_TP ? lg_engine_parse_tp(arg, &o->tp, &err)
+                         : lg_engine_parse_dtype(arg, &o->dtype, &err);
+    if (rc != 0) {
         fprintf(stderr, "lg-eval: %s\n", err.msg);
         return 2;
     }
@@ -278,12 +276,6 @@ static const char *default_haystack(char *buf, size_t n)
     snprintf(buf, n, "%s/text/pg-essays", env && *env ? env : "../shared/fixtures");
     return buf;
 }
-
-enum {
-    O_HAYSTACK = 300, O_LENGTHS, O_DEPTHS, O_NEEDLE, O_QUESTION, O_ANSWER, O_PREFIX, O_MAX_NEW,
-    O_JSON_OUT, O_SVG, O_QUIET, O_TRIALS, O_SEED, O_JSON, O_PLAN, O_DEVICE, O_TEXT, O_CTX, O_BUCKETS,
-    O_PLOT, O_BY_POSITION, O_TP, O_DTYPE,
-};
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out)
 {
@@ -376,11 +368,8 @@ static int needle_parse(int argc, char **argv, needle_args *a)
         case O_PLAN: a->o.plan = optarg; break;
         case O_DEVICE: a->o.device = optarg; break;
         case O_TP:
-            if (parse_tp(&a->o, optarg))
-                return 2;
-            break;
         case O_DTYPE:
-            if (parse_dtype(&a->o, optarg))
+            if (parse_engine_opt(&a->o, opt, optarg))
                 return 2;
             break;
         case 'h': fputs(needle_help, stdout); return -1;
@@ -517,11 +506,8 @@ static int cmd_passkey(int argc, char **argv)
         case O_PLAN: o.plan = optarg; break;
         case O_DEVICE: o.device = optarg; break;
         case O_TP:
-            if (parse_tp(&o, optarg))
-                return 2;
-            break;
         case O_DTYPE:
-            if (parse_dtype(&o, optarg))
+            if (parse_engine_opt(&o, opt, optarg))
                 return 2;
             break;
         case 'h': fputs(passkey_help, stdout); return 0;
@@ -728,8 +714,8 @@ static int cmd_ppl_by_position(int argc, char **argv)
         case O_JSON: o.json = 1; break;
         case O_PLAN: o.plan = optarg; break;
         case O_DEVICE: o.device = optarg; break;
-        case O_TP: rc = parse_tp(&o, optarg); break;
-        case O_DTYPE: rc = parse_dtype(&o, optarg); break;
+        case O_TP:
+        case O_DTYPE: rc = parse_engine_opt(&o, opt, optarg); break;
         case 'h': fputs(ppl_help, stdout); rc = -1; break;
         default: fputs(ppl_help, stderr); rc = 2;
         }
