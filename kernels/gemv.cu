@@ -34,13 +34,14 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         int row = row0 + r < M ? row0 + r : M - 1; /* past the end: read a valid row, drop it */
         wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)row * ldw);
     }
-    /* the first steps' weights (written by no kernel) start on their way to L2 before the wait */
+    /* the first step's weights (written by no kernel) start on their way to L2 before the wait:
+     * one step, not the UNROLL of the first round, since in the decode chain the prefetches queue
+     * behind the loads of the kernel still running (7B decode at 4K on an H100: 1% faster with 1
+     * or 2 steps than with 4, slower with none; docs/BENCHMARKS.md) */
 #pragma unroll
-    for (int u = 0; u < UNROLL; u++)
-#pragma unroll
-        for (int r = 0; r < ROWS; r++)
-            if (lane + u * 32 < kv)
-                lg_prefetch_l2(wr[r] + lane + u * 32);
+    for (int r = 0; r < ROWS; r++)
+        if (lane < kv)
+            lg_prefetch_l2(wr[r] + lane);
     lg_pdl_wait();
     lg_pdl_trigger();
     float acc[NT][ROWS];
