@@ -117,7 +117,8 @@ for name, rows in (("full", full), ("LongGen", hyb)):
     ms = [r["decode_ms"]]
     extra = f"{work}/{'full' if name == 'full' else 'longgen'}-4k.jsonl"
     if os.path.exists(extra):
-        ms += [json.loads(line)["decode_ms"] for line in open(extra) if line.startswith("{")]
+        rounds = [json.loads(line) for line in open(extra) if line.startswith("{")]
+        ms += [x["decode_ms"] for x in rounds if x.get("fits") and "decode_ms" in x]
     pct = [100 * limit_ms / m for m in ms]
     print(f"decode at 4K, {name}: {need / 1e9:.2f} GB read per token (weights {weights / 1e9:.2f} "
           f"+ KV {kv(r) / 1e9:.2f}); copy {' / '.join(f'{b:.0f}' for b in bw_readings)} GB/s, "
