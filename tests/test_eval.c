@@ -303,6 +303,15 @@ static void test_verify_forgives_argmax_flips_at_near_ties_only(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "NOT near-ties"));
 }
 
+/* Runs cmd and checks its exit status and, when says is given, that its output says so. */
+static void expect_exit(const char *cmd, int rc, const char *says)
+{
+    char out[8192];
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), rc);
+    if (says)
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, says));
+}
+
 /* --dtype picks the GPU engine's type; the CPU engine, the oracle, takes float32 only and refuses the
  * others with the reason; a type we do not have is a usage error in every tool. verify's default
  * bound follows the activations' rounding (lg_verify_default_bound). */
@@ -311,33 +320,27 @@ static void test_dtype_option_and_verify_bound(void)
     CU_ASSERT_DOUBLE_EQUAL(lg_verify_default_bound("f32"), 1e-4, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(lg_verify_default_bound("f16"), 2e-3, 1e-12);
     CU_ASSERT_DOUBLE_EQUAL(lg_verify_default_bound("bf16"), 1.6e-2, 1e-12);
-    char dir[4200], cmd[16384], out[8192], eval[4096], run[4096], ref[4400];
+    char dir[4200], cmd[16384], eval[4096], run[4096], ref[4400];
     CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
     lg_tool(eval, sizeof eval, "lg-eval");
     lg_tool(run, sizeof run, "lg-run");
     snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen/reference.safetensors", lg_fixtures_dir());
     snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --dtype f32", eval, dir, ref);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "(limit 0.0001)"));
+    expect_exit(cmd, 0, "(limit 0.0001)");
     snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --dtype bf16", eval, dir, ref);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "float32 only"));
+    expect_exit(cmd, 1, "float32 only");
     snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --dtype f8", eval, dir, ref);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "expected f16, bf16 or f32"));
+    expect_exit(cmd, 2, "expected f16, bf16 or f32");
     snprintf(cmd, sizeof cmd, "%s passkey '%s' --lengths 256 --trials 1 --dtype f16", eval, dir);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "float32 only"));
+    expect_exit(cmd, 1, "float32 only");
     snprintf(cmd, sizeof cmd, "%s ppl '%s' --by-position --text x --dtype half", eval, dir);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
+    expect_exit(cmd, 2, NULL);
     snprintf(cmd, sizeof cmd, "%s quant-report '%s' '%s' --text x --dtype q8", eval, dir, dir);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dtype 'q8'"));
+    expect_exit(cmd, 2, "--dtype 'q8'");
     snprintf(cmd, sizeof cmd, "%s '%s' -p hi -n 2 --dtype bf16", run, dir);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "float32 only"));
+    expect_exit(cmd, 1, "float32 only");
     snprintf(cmd, sizeof cmd, "%s '%s' -p hi -n 2 --dtype fp16", run, dir);
-    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
+    expect_exit(cmd, 2, NULL);
 }
 
 int lg_register_eval_tests(void)
