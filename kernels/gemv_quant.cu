@@ -35,6 +35,9 @@
  * (rows g, g + 8) and in B (x's row g), so the natural order of codes and of x is kept and x needs
  * no shuffling.
  *
+ * Products of one row of x (decode's) on tiled q4 codes take a kernel of their own, q4row_kernel:
+ * the same walk with the scales staged in shared memory and fewer instructions a step (see there).
+ *
  * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
  * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins:
  * lg_qmat_matmul (runtime/matmul_quant_cpu.c) and lg_quant_dequant_rows (formats/quant_format.c),
@@ -71,12 +74,15 @@ static constexpr __host__ __device__ bool qm_q4(int m)
     return qm_base(m) == QM_Q4 || qm_base(m) == QM_Q4_MINS;
 }
 
-/* Tiled q4 codes keep the two columns 2p, 2p + 1 (p < 4) of each 4-byte word in nibbles p and p + 4,
- * 16 bits apart, where the checkpoint has column k in nibble k: a pair then decodes with a shift
- * and one lop3 (qcodec) instead of a byte permute and one lop3. The nibble of the word's column k: */
+/* Tiled q4 codes keep the two columns 2p, 2p + 1 (p < 4) of each 4-byte word 16 bits apart, in
+ * nibbles b and b + 4 with b = 0, 2, 1, 3 for p = 0..3, where the checkpoint has column k in nibble
+ * k: a pair then decodes with a shift (tiled_shift) and one lop3 (qcodec) instead of a byte permute
+ * and one lop3, and the one-row kernel masks pairs 0 and 2 out of w, 1 and 3 out of w >> 8
+ * (q4row_codec). The nibble of the word's column k: */
 __host__ __device__ __forceinline__ int q4_tiled_nibble(int k)
 {
-    return (k >> 1) + 4 * (k & 1);
+    const int p = k >> 1;
+    return (((p & 1) << 1) | (p >> 1)) + 4 * (k & 1);
 }
 
 struct qparams {
@@ -313,15 +319,17 @@ template <typename T, int M> struct qcodec {
             }
         } else {
             /* as stored, byte j holds columns 2j (low nibble) and 2j + 1 (high): w's byte j and
-             * (w >> 4)'s byte j; tiled, nibbles j and j + 4 (q4_tiled_nibble): w >> 4j. Each pair
+             * (w >> 4)'s byte j; tiled, nibbles b and b + 4 (q4_tiled_nibble): w >> 4b. Each pair
              * is masked to 4 bits under the magic exponent in one lop3; without mins it is then the
              * signed code nibble - 8, with mins it stays OFF + nibble (the caller takes OFF back
              * with the min, which saves the subtraction) */
             const uint32_t w4 = w >> 4;
             const uint32_t sel[4] = {0x4400, 0x5511, 0x6622, 0x7733};
+            const int tiled_shift[4] = {0, 8, 4, 12}; /* 4b for pair j */
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                const uint32_t two = (M & QM_PAIRED) ? w >> (4 * j) : __byte_perm(w, w4, sel[j]);
+                const uint32_t two =
+                    (M & QM_PAIRED) ? w >> tiled_shift[j] : __byte_perm(w, w4, sel[j]);
                 uint32_t v = mask_or(two, 0x000f000fu, qtype<T>::NIB);
                 pr[j] = qm_base(M) == QM_Q4 ? sub_pair<T>(v, qtype<T>::NIB | 0x00080008u) : v;
             }
@@ -635,6 +643,224 @@ __global__ void __launch_bounds__(NT, MINB)
     }
 }
 
+/* ---------------------------------------------------------------- GEMV of one row of x, q4 */
+
+/* The decode's product, one row of x, on tiled q4 codes whose group is one window: qgemv_mma_kernel
+ * with what a step costs cut where one row of x allows it. On an H100 it took q4 g64 with mins from
+ * 13.2 to 11.0 us on 11008 x 4096 and from 33.7 to 29.0 us on 32000 x 4096 (docs/BENCHMARKS.md).
+ *   - Scales and mins are staged in shared memory once per warp (q4row_stage) instead of four
+ *     2-byte loads of 8 rows at every step: those were 8 sectors a load for 16 bytes, 43% of the
+ *     kernel's sectors, and a warp waited on them at each step.
+ *   - A word's four column pairs feed two mmas, "lo" (columns 0-3) and "hi" (4-7): the tiled
+ *     order (q4_tiled_nibble) puts them in nibbles (0, 4), (2, 6) and (1, 5), (3, 7). In float16
+ *     a hi pair is masked where it sits, 4 bits up, under the exponent of 64, whose mantissa step
+ *     is 1/16 (0x54XX with XX = 16 n is 64 + n): one shift a word (w >> 8) instead of three, and
+ *     the offsets differ by set, lo 1024 and hi 64. bfloat16's 7 mantissa bits leave no room for
+ *     that: its hi pairs are shifted down, both offsets 128. A set's x is one register pair, so
+ *     the mma's B operand needs no moves.
+ *   - The offsets and the mins need x summed over each set (XL, XH: an mma of ones each, as many as
+ *     before), and a row's total for a group is  s acc + (min - OFF_LO s) XL + (min - OFF_HI s) XH.
+ *   - Every column of B is x, so each lane's c0 and c2 hold rows g and g + 8: no other sums are
+ *     formed, and each step's first mmas start from the zero register. */
+template <typename T> struct q4row_codec;
+template <> struct q4row_codec<__half> {
+    static constexpr float OFF_LO = 1024.0f, OFF_HI = 64.0f;
+    static __device__ __forceinline__ void decode(uint32_t w, uint32_t *lo, uint32_t *hi)
+    {
+        const uint32_t w8 = w >> 8;
+        lo[0] = mask_or(w, 0x000f000fu, 0x64006400u);
+        lo[1] = mask_or(w8, 0x000f000fu, 0x64006400u);
+        hi[0] = mask_or(w, 0x00f000f0u, 0x54005400u);
+        hi[1] = mask_or(w8, 0x00f000f0u, 0x54005400u);
+    }
+};
+template <> struct q4row_codec<__nv_bfloat16> {
+    static constexpr float OFF_LO = 128.0f, OFF_HI = 128.0f;
+    static __device__ __forceinline__ void decode(uint32_t w, uint32_t *lo, uint32_t *hi)
+    {
+        lo[0] = mask_or(w, 0x000f000fu, 0x43004300u);
+        lo[1] = mask_or(w >> 8, 0x000f000fu, 0x43004300u);
+        hi[0] = mask_or(w >> 4, 0x000f000fu, 0x43004300u);
+        hi[1] = mask_or(w >> 12, 0x000f000fu, 0x43004300u);
+    }
+};
+
+/* c = a b (ZERO: from the zero register) or c += a b */
+template <typename T, bool ZERO>
+__device__ __forceinline__ void q4row_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    if constexpr (!ZERO) {
+        lg_mma16816<T>(c, a, b0, b1);
+    } else if constexpr (std::is_same<T, __half>::value) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+            : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+    } else {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+            : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+    }
+}
+
+/* A warp's scales and mins into shared memory, before the wait (no kernel writes them): at step s
+ * lane (g, q) reads {scale | min << 16} of rows g and g + 8 as one 8-byte word, sm[g * stride + s]
+ * (stride odd: the 8 rows' words fall in distinct banks). All 16 rows' loads go out before the
+ * first store; a first version stored each row's before loading the next and took q4 g64 from 11
+ * to 14 us on 11008 x 4096. */
+template <bool MINS>
+__device__ __forceinline__ void q4row_stage(uint2 *sm, int stride, const qparams &p, uint32_t si,
+                                            int steps, int lane)
+{
+    for (int s = lane; s < steps; s += 32) {
+        uint32_t v[QG_ROWS];
+#pragma unroll
+        for (int r = 0; r < QG_ROWS; r++) {
+            const uint32_t gi = si + (uint32_t)r * (uint32_t)p.n_groups + (uint32_t)s;
+            v[r] = ld_raw<unsigned short>(p.scales, gi);
+            if constexpr (MINS)
+                v[r] |= (uint32_t)ld_raw<unsigned short>(p.mins, gi) << 16;
+        }
+#pragma unroll
+        for (int g = 0; g < 8; g++)
+            sm[g * stride + s] = make_uint2(v[g], v[g + 8]);
+    }
+    __syncwarp();
+}
+
+/* The staged words a row of a warp takes: its steps at most, made odd. */
+__host__ __device__ __forceinline__ int q4row_stride(int steps, int warps)
+{
+    return ((steps + warps - 1) / warps) | 1;
+}
+
+/* One round of U steps of a lane: codes of rows g (a) and g + 8 (b). */
+template <int CB, int U> struct q4row_round {
+    uint32_t ka[U][CB / 4], kb[U][CB / 4];
+};
+
+template <typename T, bool MINS, int CB, int U> struct q4row_walk {
+    static constexpr int WORDS = CB / 4, KC = 2 * CB, WIN = 4 * KC;
+    /* 32-bit offsets from the matrix's and x's bases (uniform registers), as qwalk keeps them:
+     * row a's chunk of codes (bytes) and x's index of the lane's chunk at the walk's first step */
+    uint32_t co, xo;
+    const uint2 *sm; /* the lane's rows' staged scales, at the walk's first step */
+    int steps;
+    float sum_a, sum_b;
+
+    __device__ __forceinline__ void load(const qparams &p, q4row_round<CB, U> &r, int s0)
+    {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + u;
+            if (s < steps) {
+                const uint32_t o = co + (uint32_t)s * (64 * CB);
+                ld_codes<CB>(p.codes + o, r.ka[u]);
+                ld_codes<CB>(p.codes + (o + 32 * CB), r.kb[u]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ void compute(const T *x, const q4row_round<CB, U> &r, int s0)
+    {
+        typedef q4row_codec<T> D;
+        const uint32_t ones[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES};
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + u;
+            if (s >= steps)
+                break;
+            uint32_t xv[CB];
+            ld_x<CB>(x + (xo + (uint32_t)s * WIN), xv);
+            const uint2 sv = sm[s];
+            float acc[4], xl[4], xh[4];
+#pragma unroll
+            for (int i = 0; i < WORDS; i++) {
+                uint32_t la[2], ha[2], lb[2], hb[2];
+                D::decode(r.ka[u][i], la, ha);
+                D::decode(r.kb[u][i], lb, hb);
+                const uint32_t alo[4] = {la[0], lb[0], la[1], lb[1]};
+                const uint32_t ahi[4] = {ha[0], hb[0], ha[1], hb[1]};
+                const uint32_t *xw = xv + 4 * i; /* columns 0-1, 2-3 (lo), 4-5, 6-7 (hi) */
+                if (i == 0) {
+                    q4row_mma<T, true>(acc, alo, xw[0], xw[1]);
+                    q4row_mma<T, true>(xl, ones, xw[0], xw[1]);
+                    q4row_mma<T, true>(xh, ones, xw[2], xw[3]);
+                } else {
+                    q4row_mma<T, false>(acc, alo, xw[0], xw[1]);
+                    q4row_mma<T, false>(xl, ones, xw[0], xw[1]);
+                    q4row_mma<T, false>(xh, ones, xw[2], xw[3]);
+                }
+                q4row_mma<T, false>(acc, ahi, xw[2], xw[3]);
+            }
+            const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&sv.x));
+            const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&sv.y));
+            const float ma = MINS ? a.y : -8.0f * a.x, mb = MINS ? b.y : -8.0f * b.x;
+            sum_a = fmaf(a.x, acc[0], sum_a);
+            sum_a = fmaf(fmaf(-D::OFF_LO, a.x, ma), xl[0], sum_a);
+            sum_a = fmaf(fmaf(-D::OFF_HI, a.x, ma), xh[0], sum_a);
+            sum_b = fmaf(b.x, acc[2], sum_b);
+            sum_b = fmaf(fmaf(-D::OFF_LO, b.x, mb), xl[2], sum_b);
+            sum_b = fmaf(fmaf(-D::OFF_HI, b.x, mb), xh[2], sum_b);
+        }
+    }
+};
+
+/* A block owns the 16-row tile blockIdx.x (rows are a multiple of 16: the codes are tiled) and its
+ * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. */
+template <typename T, bool MINS, int CB, int NT, int MINB, int U>
+__global__ void __launch_bounds__(NT, MINB)
+    q4row_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate)
+{
+    typedef q4row_walk<T, MINS, CB, U> Wk;
+    __shared__ float red[NT / 32][QG_ROWS];
+    extern __shared__ uint2 staged[]; /* [warps][8][stride] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = NT / 32;
+    const int g = lane >> 2, q = lane & 3, tile = blockIdx.x;
+    const int steps = p.cols / Wk::WIN;
+    const int s_begin = (int)((long long)steps * warp / warps);
+    const int s_end = (int)((long long)steps * (warp + 1) / warps);
+    const int stride = q4row_stride(steps, warps);
+    uint2 *sm = staged + (size_t)warp * 8 * stride;
+    Wk w;
+    w.co = ((uint32_t)tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
+    w.xo = (uint32_t)s_begin * Wk::WIN + q * Wk::KC;
+    w.sm = sm + g * stride;
+    w.steps = s_end - s_begin;
+    w.sum_a = w.sum_b = 0.0f;
+
+    q4row_round<CB, U> r0, r1;
+    w.load(p, r0, 0);
+    w.load(p, r1, U);
+    q4row_stage<MINS>(sm, stride, p,
+                      (uint32_t)(tile * QG_ROWS) * (uint32_t)p.n_groups + (uint32_t)s_begin,
+                      w.steps, lane);
+    lg_pdl_wait();
+    lg_pdl_trigger();
+    for (int s0 = 0; s0 < w.steps; s0 += 2 * U) {
+        w.compute(x, r0, s0);
+        if (s0 + U >= w.steps)
+            break;
+        w.load(p, r0, s0 + 2 * U);
+        w.compute(x, r1, s0 + U);
+        w.load(p, r1, s0 + 3 * U);
+    }
+    if (q == 0) {
+        red[warp][g] = w.sum_a;
+        red[warp][g + 8] = w.sum_b;
+    }
+    __syncthreads();
+    if (threadIdx.x < QG_ROWS) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < warps; i++)
+            sum += red[i][threadIdx.x];
+        const size_t o = (size_t)tile * QG_ROWS + threadIdx.x;
+        lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum : sum);
+    }
+}
+
 /* ---------------------------------------------------------------- GEMV, scalar */
 
 /* Any shape and alignment: one row of W per warp, every element decoded as the CPU does. */
@@ -762,6 +988,67 @@ static int qg_windows(bool q4, int cols, int cb)
     return cols / (4 * (q4 ? 2 * cb : cb));
 }
 
+/* 1: q4 products of one row of x on tiled codes take q4row_kernel (lg_k_gemv_quant_set_one_row) */
+static int qg_one_row = 1;
+
+/* The one-row kernel's warps a block for these arguments (blocks an SM in *minb, shared memory in
+ * *smem), or 0 when qgemv_mma takes the product: q4 codes tiled for load width cb, a group one
+ * window, no variant forced on the tensor-core kernel. With 3 tiles an SM or more, blocks of 4
+ * warps, 6 an SM, as qgemv_mma's (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most
+ * 2, blocks of 16 warps, 2 an SM (64 registers): on an H100 the down projection (256 tiles of 172
+ * steps) took 11.0 us instead of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. */
+static int q4row_warps(const lg_kqmat *w, int cb, int *minb, size_t *smem)
+{
+    if (!qg_one_row || qg_warps != -1 || qg_min_blocks != 0 || !cb || !is_q4(w) ||
+        w->tiled != cb || w->group != 8 * cb)
+        return 0;
+    const unsigned tiles = (unsigned)(w->rows / QG_ROWS), sms = (unsigned)lg_sm_count();
+    int warps = 4;
+    *minb = 6;
+    if (tiles <= 2u * sms)
+        warps = 16, *minb = 2;
+    else if (tiles < 3u * sms)
+        warps = 8, *minb = 3;
+    *smem = (size_t)warps * 8 * q4row_stride(w->cols / (8 * cb), warps) * sizeof(uint2);
+    return *smem <= 32 * 1024 ? warps : 0;
+}
+
+template <typename T, bool MINS, int CB, int NT, int MINB>
+static void q4row_launch(unsigned tiles, size_t smem, cudaStream_t s, void *y, int y_dt,
+                         const qparams &p, const T *x, int acc)
+{
+    /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R) */
+    constexpr int WORDS = CB / 4, U0 = (MINB > 1 ? 4 : 8) / WORDS, U = U0 < 1 ? 1 : U0;
+    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U>, tiles, NT, smem, s, y, y_dt, p, x, acc);
+}
+
+/* The product of one row of x on the one-row kernel, if q4row_warps takes it. */
+template <typename T>
+static bool qgemv_q4row(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt, const T *x,
+                        int acc, cudaStream_t s)
+{
+    int minb = 0;
+    size_t smem = 0;
+    const int warps = q4row_warps(w, cb, &minb, &smem);
+    if (!warps)
+        return false;
+    const unsigned tiles = (unsigned)(p.rows / QG_ROWS);
+#define Q4ROW_AT(MINS_, CB_)                                                                      \
+    if ((w->mins != NULL) == MINS_ && cb == CB_) {                                                \
+        if (warps == 16)                                                                          \
+            q4row_launch<T, MINS_, CB_, 512, 2>(tiles, smem, s, y, y_dt, p, x, acc);              \
+        else if (warps == 8)                                                                      \
+            q4row_launch<T, MINS_, CB_, 256, 3>(tiles, smem, s, y, y_dt, p, x, acc);              \
+        else                                                                                      \
+            q4row_launch<T, MINS_, CB_, 128, 6>(tiles, smem, s, y, y_dt, p, x, acc);              \
+        return true;                                                                              \
+    }
+    Q4ROW_AT(true, 16) Q4ROW_AT(true, 8) Q4ROW_AT(true, 4)
+    Q4ROW_AT(false, 16) Q4ROW_AT(false, 8) Q4ROW_AT(false, 4)
+#undef Q4ROW_AT
+    return false;
+}
+
 template <typename T>
 static void qgemv_mma(int method, int cb, unsigned blocks, void *y, int y_dt, int ldy,
                       const qparams &p, const T *x, int ldx, int nt, int acc, cudaStream_t s)
@@ -836,6 +1123,8 @@ static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, 
         int nt = n - t0 < QG_TOKENS ? n - t0 : QG_TOKENS;
         void *yt = (char *)y + (size_t)t0 * ldy * ysz;
         const T *xt = (const T *)x + (size_t)t0 * ldx;
+        if (nt == 1 && qgemv_q4row<T>(w, cb, p, yt, y_dt, xt, acc, s))
+            continue;
         if (cb) {
             unsigned blocks = (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS);
             qgemv_mma<T>(kernel_method(w), cb, blocks, yt, y_dt, ldy, p, xt, ldx, nt, acc, s);
@@ -854,6 +1143,18 @@ extern "C" int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx)
         return 0;
     return qg_warps_for(kernel_method(w), (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS),
                         qg_windows(is_q4(w), w->cols, cb));
+}
+
+extern "C" int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, int ldx)
+{
+    int minb = 0;
+    size_t smem = 0;
+    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, ldx), &minb, &smem);
+}
+
+extern "C" void lg_k_gemv_quant_set_one_row(int on)
+{
+    qg_one_row = on != 0;
 }
 
 extern "C" int lg_k_gemv_quant_set_variant(int warps, int min_blocks)

@@ -74,8 +74,10 @@ int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int ro
  * of a step are 512 or 1024 contiguous bytes: for tile T (rows 16T..16T+15), window s, half h
  * (rows g + 8h, g < 8) and window chunk c (0..3), the chunk of row 16T + 8h + g sits at
  *   ((T * windows + s) * 2 + h) * 32 * width + (4 g + c) * width,
- * and for q4 each 4-byte word of a chunk (8 columns) holds columns 2p and 2p + 1 in nibbles p and
- * p + 4 (p < 4) instead of nibbles 2p and 2p + 1, which saves the decode a byte permute a pair.
+ * and for q4 each 4-byte word of a chunk (8 columns) holds columns 0, 1 in nibbles 0, 4; 2, 3 in
+ * 2, 6; 4, 5 in 1, 5 and 6, 7 in 3, 7 (instead of column k in nibble k): a pair is then masked out
+ * of w, w >> 4, w >> 8 or w >> 12 with no byte permute, and the one-row kernel takes all four from
+ * w and w >> 8 (gemv_quant.cu).
  * Every kernel here reads either layout (w->tiled says which); scales and mins stay as stored.
  * lg_k_qmat_tile_bytes: the width a matrix would be tiled for (that of lg_k_gemv_quant_load_bytes
  * with an aligned x), or 0 when it is not tiled (rows not a multiple of 16, no fast path).
@@ -89,6 +91,13 @@ int lg_k_qmat_tile(lg_kqmat *w, void *scratch, size_t scratch_bytes, void *strea
 int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx);
 /* The warps per block lg_k_gemv_quant uses for these arguments, 0 for the scalar path. */
 int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx);
+/* The warps per block of the one-row kernel, which takes a product of one row of x (decode's) on q4
+ * codes tiled with a group of one window (4 loads of 8 columns: q4 groups of 32, 64 and 128), or 0
+ * when the fast path above takes it. lg_k_gemv_quant_set_one_row(0) sends those products to the
+ * fast path too (1, the default, back); a variant forced with lg_k_gemv_quant_set_variant does as
+ * well. Not thread-safe. */
+int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, int ldx);
+void lg_k_gemv_quant_set_one_row(int on);
 /* Warps per block of the fast path (each block owns 16 rows of W at a time and splits cols among its
  * warps): 4, 8 or 16, or -1 (the default: 4 for q4 matrices of at least 3 tiles of 16 rows an SM,
  * 16 for q8 and fp8 ones of at most 2 with 128 windows or more a row, else 8); 0 sends every call

@@ -646,13 +646,17 @@ typedef struct {
 #define QV(w, b) ((qvar){(w), (b)})
 #define QV_DEFAULT QV(-1, 0)
 
-/* The kernel's path for these arguments: "ld16 w8" (load bytes, warps per block, and "b3" for 3
- * blocks an SM) or "scalar". */
-static const char *qpath(const lg_kqmat *w, const void *x, int ldx, qvar v, char *buf, size_t cap)
+/* The kernel's path for these arguments and n rows of x: "ld16 w8" (load bytes, warps per block,
+ * and "b3" for 3 blocks an SM), "ld8 row w4" (the one-row kernel) or "scalar". */
+static const char *qpath(const lg_kqmat *w, const void *x, int ldx, int n, qvar v, char *buf,
+                         size_t cap)
 {
     int lb = lg_k_gemv_quant_load_bytes(w, x, ldx), warps = lg_k_gemv_quant_warps(w, x, ldx);
+    int row = n == 1 ? lg_k_gemv_quant_one_row_warps(w, x, ldx) : 0;
     const char *t = w->tiled ? " tiled" : "";
-    if (!lb)
+    if (row)
+        snprintf(buf, cap, "ld%d row w%d%s", lb, row, t);
+    else if (!lb)
         snprintf(buf, cap, "scalar%s", t);
     else if (v.minb > 0)
         snprintf(buf, cap, "ld%d w%db%d%s", lb, warps, v.minb, t);
@@ -696,7 +700,7 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
         char shape[112], sn[32], pn[32];
         snprintf(shape, sizeof shape, "%s %s->%s n %d M %d K %d %s%s",
                  scheme_name(&s, sn, sizeof sn), dname(idt), dname(ydt), n, M, K,
-                 qpath(&w.d, dx, ldx, v, pn, sizeof pn), beta != 0.0f ? " y+=" : "");
+                 qpath(&w.d, dx, ldx, n, v, pn, sizeof pn), beta != 0.0f ? " y+=" : "");
         KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
         report("gemv_quant", shape, g, ref, n, M, ldy, ydt, bound_of(idt, ydt));
         free(g);
@@ -1385,7 +1389,7 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
     } else {
         KK(lg_k_gemv_quant_set_variant(v.warps, v.minb));
         float us = time_launches(launch_gemv_quant, &c, copies);
-        qpath(&w.d, x, K, v, pn, sizeof pn);
+        qpath(&w.d, x, K, n, v, pn, sizeof pn);
         KK(lg_k_gemv_quant_set_variant(QV_DEFAULT.warps, QV_DEFAULT.minb));
         double bytes = qbytes + (double)n * K * 2, gbs = bytes / (us * 1e-6) / 1e9;
         float read_us = bench_read_us((size_t)bytes, l2);
@@ -1412,14 +1416,15 @@ static void print_gemv16(int n, int M, int K, float us, double copy_gbs, size_t 
            read_us, 100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
 }
 
-/* The quantized GEMV on Llama-2-7B's matrices (MLP gate/up, down, q|k|v stacked, lm_head, o), each
- * scheme against the float16 GEMV of the shape; then 4 rows of x, the warps variants, and the
+/* The quantized GEMV on Llama-2-7B's matrices (MLP gate or up, down, q|k|v stacked, lm_head, o,
+ * gate|up stacked as the engine runs them), each scheme against the float16 GEMV of the shape; q4's
+ * one-row products on the tensor-core kernel; then 4 rows of x, the warps variants, and the
  * dequantization. */
 static void bench_quant_all(size_t l2, double copy)
 {
-    enum { SHAPES = 5 };
-    static const int shapes[SHAPES][2] = {
-        {11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}, {4096, 4096}};
+    enum { SHAPES = 6 };
+    static const int shapes[SHAPES][2] = {{11008, 4096}, {4096, 11008}, {12288, 4096},
+                                          {32000, 4096}, {4096, 4096},  {22016, 4096}};
     const lg_quant_scheme schemes[] = {{LG_QUANT_Q8, 0, 0}, {LG_QUANT_Q4, 64, 1},
                                        {LG_QUANT_Q4, 64, 0}, {LG_QUANT_Q4, 128, 1},
                                        {LG_QUANT_FP8, 0, 0}};
@@ -1432,6 +1437,13 @@ static void bench_quant_all(size_t l2, double copy)
         for (int j = 0; j < ns; j++)
             bench_quant(&schemes[j], 1, M, K, QV_DEFAULT, 0, copy, us16, l2);
     }
+    /* q4's products of one row on the tensor-core kernel, against the one-row kernel above */
+    lg_k_gemv_quant_set_one_row(0);
+    for (int i = 0; i < SHAPES; i++)
+        for (int j = 1; j <= 3; j++)
+            bench_quant(&schemes[j], 1, shapes[i][0], shapes[i][1], QV_DEFAULT, 0, copy, us16s[i],
+                        l2);
+    lg_k_gemv_quant_set_one_row(1);
     float us16_4 = bench_gemv16_us(4, 11008, 4096, l2);
     print_gemv16(4, 11008, 4096, us16_4, copy, l2);
     for (int j = 0; j < 2; j++)
@@ -1629,6 +1641,20 @@ static void check_quant_all(void)
         check_gemv_quant(h, F32, 9, 33, 4096, Q4, 64, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 8, 7, 4096 + 64, Q4, 128, 0, 1.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 5, 40, 4096, Q4, 32, 1, 0.0f, QV_DEFAULT);
+        /* one row of x on tiled q4 with a group a window (the one-row kernel): every load width,
+         * with and without mins, an odd number of steps, uneven warps' shares, its three block
+         * shapes (on 132 SMs: 4096 rows, 16 warps; 5120, 8; 12288, 4), float16 out, y += */
+        check_gemv_quant(h, F32, 1, 4096, 4096 + 64, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 4096, 11008, Q4, 64, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 1, 12288, 4096, Q4, 128, 1, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 5120, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 32, 4096 + 128, Q4, 128, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 48, 4096, Q4, 32, 1, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 1, 64, 4096 + 32, Q4, 32, 0, 0.0f, QV_DEFAULT);
+        lg_k_gemv_quant_set_one_row(0); /* decode's product on the tensor-core kernel */
+        check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 1, 4096, 4096, Q4, 128, 0, 1.0f, QV_DEFAULT);
+        lg_k_gemv_quant_set_one_row(1);
         check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 1, 1000, 4096, Q4, 64, 1, 0.0f, QV(4, 1));
