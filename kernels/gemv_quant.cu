@@ -36,7 +36,7 @@
  * no shuffling.
  *
  * Products of one row of x (decode's) on tiled q4 codes take a kernel of their own, q4row_kernel:
- * the same walk with the scales staged in shared memory and fewer instructions a step (see there).
+ * the same walk with the scales and x staged in shared memory and fewer instructions a step.
  *
  * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
  * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins:
@@ -47,6 +47,7 @@
 
 #include "gemv_quant.h"
 #include "kernel_common.cuh"
+
 
 #define QG_ROWS 16      /* rows of W per block: M of the mma */
 #define QG_TOKENS 8     /* rows of x per pass: N of the mma */
@@ -650,7 +651,8 @@ __global__ void __launch_bounds__(NT, MINB)
  * 13.2 to 11.0 us on 11008 x 4096 and from 33.7 to 29.0 us on 32000 x 4096 (docs/BENCHMARKS.md).
  *   - Scales and mins are staged in shared memory once per warp (q4row_stage) instead of four
  *     2-byte loads of 8 rows at every step: those were 8 sectors a load for 16 bytes, 43% of the
- *     kernel's sectors, and a warp waited on them at each step.
+ *     kernel's sectors, and a warp waited on them at each step. So is the warp's part of x, after
+ *     the wait (q4row_stage_x), instead of two 16-byte loads from L1 a step.
  *   - A word's four column pairs feed two mmas, "lo" (columns 0-3) and "hi" (4-7): the tiled
  *     order (q4_tiled_nibble) puts them in nibbles (0, 4), (2, 6) and (1, 5), (3, 7). In float16
  *     a hi pair is masked where it sits, 4 bits up, under the exponent of 64, whose mantissa step
@@ -729,10 +731,38 @@ __device__ __forceinline__ void q4row_stage(uint2 *sm, int stride, const qparams
     __syncwarp();
 }
 
-/* The staged words a row of a warp takes: its steps at most, made odd. */
+/* A warp's steps at most, and the staged words a row of it takes: those, made odd. */
+__host__ __device__ __forceinline__ int q4row_steps(int steps, int warps)
+{
+    return (steps + warps - 1) / warps;
+}
+
 __host__ __device__ __forceinline__ int q4row_stride(int steps, int warps)
 {
-    return ((steps + warps - 1) / warps) | 1;
+    return q4row_steps(steps, warps) | 1;
+}
+
+/* A warp's n columns of x into shared memory, after the wait (an earlier kernel writes x): 16-byte
+ * pieces, up to 4 a lane loaded before any is stored. Read from L1 at each step instead, x cost the
+ * down projection 7% (10.9 against 10.2 us on an H100). */
+template <typename T>
+__device__ __forceinline__ void q4row_stage_x(T *xs, const T *x, int n, int lane)
+{
+    const uint4 *src = reinterpret_cast<const uint4 *>(x);
+    uint4 *dst = reinterpret_cast<uint4 *>(xs);
+    const int n16 = n / 8;
+    for (int i0 = 0; i0 < n16; i0 += 128) {
+        uint4 v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (i0 + 32 * j + lane < n16)
+                v[j] = __ldg(src + i0 + 32 * j + lane);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (i0 + 32 * j + lane < n16)
+                dst[i0 + 32 * j + lane] = v[j];
+    }
+    __syncwarp();
 }
 
 /* One round of U steps of a lane: codes of rows g (a) and g + 8 (b). */
@@ -742,11 +772,12 @@ template <int CB, int U> struct q4row_round {
 
 template <typename T, bool MINS, int CB, int U> struct q4row_walk {
     static constexpr int WORDS = CB / 4, KC = 2 * CB, WIN = 4 * KC;
-    /* 32-bit offsets from the matrix's and x's bases (uniform registers), as qwalk keeps them:
-     * row a's chunk of codes (bytes) and x's index of the lane's chunk at the walk's first step */
-    uint32_t co, xo;
-    const uint2 *sm; /* the lane's rows' staged scales, at the walk's first step */
-    int steps;
+    /* row a's chunk of codes at the walk's first step: bytes from the matrix's base (a uniform
+     * register), 32 bits as qwalk keeps them */
+    uint32_t co;
+    const uint2 *sm; /* the lane's rows' staged scales, from the walk's first step */
+    const T *xs;     /* the walk's columns of x, staged */
+    int q, steps;
     float sum_a, sum_b;
 
     __device__ __forceinline__ void load(const qparams &p, q4row_round<CB, U> &r, int s0)
@@ -762,7 +793,7 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
         }
     }
 
-    __device__ __forceinline__ void compute(const T *x, const q4row_round<CB, U> &r, int s0)
+    __device__ __forceinline__ void compute(const q4row_round<CB, U> &r, int s0)
     {
         typedef q4row_codec<T> D;
         const uint32_t ones[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES};
@@ -772,7 +803,12 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
             if (s >= steps)
                 break;
             uint32_t xv[CB];
-            ld_x<CB>(x + (xo + (uint32_t)s * WIN), xv);
+            const uint4 *x4 = reinterpret_cast<const uint4 *>(xs + (s * WIN + q * KC));
+#pragma unroll
+            for (int i = 0; i < CB / 4; i++) {
+                const uint4 v = x4[i];
+                xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
+            }
             const uint2 sv = sm[s];
             float acc[4], xl[4], xh[4];
 #pragma unroll
@@ -815,7 +851,7 @@ __global__ void __launch_bounds__(NT, MINB)
 {
     typedef q4row_walk<T, MINS, CB, U> Wk;
     __shared__ float red[NT / 32][QG_ROWS];
-    extern __shared__ uint2 staged[]; /* [warps][8][stride] */
+    extern __shared__ uint2 staged[]; /* scales [warps][8][stride], then x [warps][steps][WIN] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = NT / 32;
     const int g = lane >> 2, q = lane & 3, tile = blockIdx.x;
     const int steps = p.cols / Wk::WIN;
@@ -823,10 +859,13 @@ __global__ void __launch_bounds__(NT, MINB)
     const int s_end = (int)((long long)steps * (warp + 1) / warps);
     const int stride = q4row_stride(steps, warps);
     uint2 *sm = staged + (size_t)warp * 8 * stride;
+    T *xs = reinterpret_cast<T *>(staged + (size_t)warps * 8 * stride) +
+            (size_t)warp * q4row_steps(steps, warps) * Wk::WIN;
     Wk w;
     w.co = ((uint32_t)tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
-    w.xo = (uint32_t)s_begin * Wk::WIN + q * Wk::KC;
+    w.q = q;
     w.sm = sm + g * stride;
+    w.xs = xs;
     w.steps = s_end - s_begin;
     w.sum_a = w.sum_b = 0.0f;
 
@@ -838,12 +877,13 @@ __global__ void __launch_bounds__(NT, MINB)
                       w.steps, lane);
     lg_pdl_wait();
     lg_pdl_trigger();
+    q4row_stage_x(xs, x + (size_t)s_begin * Wk::WIN, w.steps * Wk::WIN, lane);
     for (int s0 = 0; s0 < w.steps; s0 += 2 * U) {
-        w.compute(x, r0, s0);
+        w.compute(r0, s0);
         if (s0 + U >= w.steps)
             break;
         w.load(p, r0, s0 + 2 * U);
-        w.compute(x, r1, s0 + U);
+        w.compute(r1, s0 + U);
         w.load(p, r1, s0 + 3 * U);
     }
     if (q == 0) {
@@ -1009,8 +1049,10 @@ static int q4row_warps(const lg_kqmat *w, int cb, int *minb, size_t *smem)
         warps = 16, *minb = 2;
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;
-    *smem = (size_t)warps * 8 * q4row_stride(w->cols / (8 * cb), warps) * sizeof(uint2);
-    return *smem <= 32 * 1024 ? warps : 0;
+    const int steps = w->cols / (8 * cb);
+    *smem = (size_t)warps * (8 * q4row_stride(steps, warps) * sizeof(uint2) +
+                             (size_t)q4row_steps(steps, warps) * 8 * cb * 2);
+    return *smem <= 48 * 1024 ? warps : 0;
 }
 
 template <typename T, bool MINS, int CB, int NT, int MINB>
