@@ -648,7 +648,8 @@ __global__ void __launch_bounds__(NT, MINB)
 
 /* The decode's product, one row of x, on tiled q4 codes whose group is one window: qgemv_mma_kernel
  * with what a step costs cut where one row of x allows it. On an H100 it took q4 g64 with mins from
- * 13.2 to 11.0 us on 11008 x 4096 and from 33.7 to 29.0 us on 32000 x 4096 (docs/BENCHMARKS.md).
+ * 13.0 to 10.9 us on 11008 x 4096, 12.7 to 10.2 on 4096 x 11008 and 33.6 to 26.9 on 32000 x 4096
+ * (docs/BENCHMARKS.md).
  *   - Scales and mins are staged in shared memory once per warp (q4row_stage) instead of four
  *     2-byte loads of 8 rows at every step: those were 8 sectors a load for 16 bytes, 43% of the
  *     kernel's sectors, and a warp waited on them at each step. So is the warp's part of x, after
