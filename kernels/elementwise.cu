@@ -78,8 +78,11 @@ __global__ void rmsnorm_kernel(void *out, int out_dt, int ldo, void *x, int x_dt
         int c = threadIdx.x + j * blockDim.x;
         wv[j] = c < dim ? lg_ld(w, w_dt, c) : 0.0f;
     }
-    lg_pdl_wait();
+    /* the trigger before the wait: the next kernel (at decode a GEMV) is launched while the one
+     * before this is still finishing, so its weight loads start under that kernel's tail (on an
+     * H100, 7B shapes, q4 decode at context 128 took 2% less; float16 unchanged) */
     lg_pdl_trigger();
+    lg_pdl_wait();
     __shared__ float red[32];
     size_t r = blockIdx.x;
     float ss = 0.0f;

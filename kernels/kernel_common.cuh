@@ -217,7 +217,9 @@ int lg_dmask_from(const lg_kmask *mask, lg_dmask *out, const char *who);
  *   - it calls lg_pdl_wait() before it reads anything an earlier kernel writes and before it writes
  *     anything (a block that returns without touching memory may skip it);
  *   - it may call lg_pdl_trigger() to let the next kernel's blocks be scheduled; every kernel here
- *     does so right after the wait, which is safe because the next kernel waits in turn.
+ *     does so right after the wait but RMSNorm, which does so before it. Either is safe because
+ *     the next kernel waits in turn, and the next kernel is only launched once every block of
+ *     this one has been scheduled, so early blocks never hold back an earlier grid.
  * Waiting on the previous grid is transitive: that grid waited for its own predecessor before it
  * completed. Kernels launched with <<< >>> (cuBLAS's too) keep the full stream order. */
 __device__ __forceinline__ void lg_pdl_wait()
