@@ -331,8 +331,7 @@ __global__ void swiglu_kernel(void *out, int out_dt, int ldo, const void *gate, 
          i += (size_t)gridDim.x * blockDim.x) {
         size_t r = i / ffn, c = i % ffn;
         float g = lg_ld(gate, in_dt, r * ldg + c), u = lg_ld(up, in_dt, r * ldu + c);
-        float silu = g / (1.0f + expf(-g));
-        lg_st(out, out_dt, r * ldo + c, silu * u);
+        lg_st(out, out_dt, r * ldo + c, lg_silu_mul(g, u));
     }
 }
 

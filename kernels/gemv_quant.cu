@@ -844,51 +844,69 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
 };
 
 /* A block owns the 16-row tile blockIdx.x (rows are a multiple of 16: the codes are tiled) and its
- * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. */
-template <typename T, bool MINS, int CB, int NT, int MINB, int U>
+ * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. GLU (decode's
+ * gate|up product): the block owns gate tile blockIdx.x and the up tile gridDim.x further, walks
+ * them one after the other on the same staged x, and writes silu(gate) up for its 16 rows: the
+ * SwiGLU kernel and the round trip of gate|up through memory are gone. Each sum is rounded to y's
+ * type first, so the output is what lg_k_gemv_quant and lg_k_swiglu give, bit for bit. */
+template <typename T, bool MINS, int CB, int NT, int MINB, int U, bool GLU>
 __global__ void __launch_bounds__(NT, MINB)
     q4row_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate)
 {
     typedef q4row_walk<T, MINS, CB, U> Wk;
-    __shared__ float red[NT / 32][QG_ROWS];
-    extern __shared__ uint2 staged[]; /* scales [warps][8][stride], then x [warps][steps][WIN] */
+    constexpr int PARTS = GLU ? 2 : 1;
+    __shared__ float red[NT / 32][PARTS * QG_ROWS];
+    /* scales [parts][warps][8][stride], then x [warps][steps][WIN] */
+    extern __shared__ uint2 staged[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = NT / 32;
-    const int g = lane >> 2, q = lane & 3, tile = blockIdx.x;
+    const int g = lane >> 2, q = lane & 3;
     const int steps = p.cols / Wk::WIN;
     const int s_begin = (int)((long long)steps * warp / warps);
     const int s_end = (int)((long long)steps * (warp + 1) / warps);
     const int stride = q4row_stride(steps, warps);
-    uint2 *sm = staged + (size_t)warp * 8 * stride;
-    T *xs = reinterpret_cast<T *>(staged + (size_t)warps * 8 * stride) +
+    T *xs = reinterpret_cast<T *>(staged + (size_t)PARTS * warps * 8 * stride) +
             (size_t)warp * q4row_steps(steps, warps) * Wk::WIN;
     Wk w;
-    w.co = ((uint32_t)tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
     w.q = q;
-    w.sm = sm + g * stride;
     w.xs = xs;
     w.steps = s_end - s_begin;
-    w.sum_a = w.sum_b = 0.0f;
-
     q4row_round<CB, U> r0, r1;
-    w.load(p, r0, 0);
-    w.load(p, r1, U);
-    q4row_stage<MINS>(sm, stride, p,
-                      (uint32_t)(tile * QG_ROWS) * (uint32_t)p.n_groups + (uint32_t)s_begin,
-                      w.steps, lane);
+    for (int k = 0; k < PARTS; k++) {
+        const unsigned tile = blockIdx.x + (unsigned)k * gridDim.x;
+        uint2 *sm = staged + ((size_t)k * warps + warp) * 8 * stride;
+        if (k == 0) {
+            w.co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
+            w.load(p, r0, 0);
+            w.load(p, r1, U);
+        }
+        q4row_stage<MINS>(sm, stride, p,
+                          (uint32_t)(tile * QG_ROWS) * (uint32_t)p.n_groups + (uint32_t)s_begin,
+                          w.steps, lane);
+    }
     lg_pdl_wait();
     lg_pdl_trigger();
     q4row_stage_x(xs, x + (size_t)s_begin * Wk::WIN, w.steps * Wk::WIN, lane);
-    for (int s0 = 0; s0 < w.steps; s0 += 2 * U) {
-        w.compute(r0, s0);
-        if (s0 + U >= w.steps)
-            break;
-        w.load(p, r0, s0 + 2 * U);
-        w.compute(r1, s0 + U);
-        w.load(p, r1, s0 + 3 * U);
-    }
-    if (q == 0) {
-        red[warp][g] = w.sum_a;
-        red[warp][g + 8] = w.sum_b;
+    for (int k = 0; k < PARTS; k++) {
+        if (k > 0) {
+            const unsigned tile = blockIdx.x + (unsigned)k * gridDim.x;
+            w.co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
+            w.load(p, r0, 0);
+            w.load(p, r1, U);
+        }
+        w.sm = staged + ((size_t)k * warps + warp) * 8 * stride + g * stride;
+        w.sum_a = w.sum_b = 0.0f;
+        for (int s0 = 0; s0 < w.steps; s0 += 2 * U) {
+            w.compute(r0, s0);
+            if (s0 + U >= w.steps)
+                break;
+            w.load(p, r0, s0 + 2 * U);
+            w.compute(r1, s0 + U);
+            w.load(p, r1, s0 + 3 * U);
+        }
+        if (q == 0) {
+            red[warp][k * QG_ROWS + g] = w.sum_a;
+            red[warp][k * QG_ROWS + g + 8] = w.sum_b;
+        }
     }
     __syncthreads();
     if (threadIdx.x < QG_ROWS) {
@@ -896,8 +914,16 @@ __global__ void __launch_bounds__(NT, MINB)
 #pragma unroll
         for (int i = 0; i < warps; i++)
             sum += red[i][threadIdx.x];
-        const size_t o = (size_t)tile * QG_ROWS + threadIdx.x;
-        lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum : sum);
+        const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
+        if constexpr (GLU) {
+            float up = 0.0f;
+#pragma unroll
+            for (int i = 0; i < warps; i++)
+                up += red[i][QG_ROWS + threadIdx.x];
+            lg_st(y, y_dt, o, lg_silu_mul(lg_round_to(y_dt, sum), lg_round_to(y_dt, up)));
+        } else {
+            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum : sum);
+        }
     }
 }
 
@@ -1036,11 +1062,13 @@ static int qg_one_row = 1;
  * window, no variant forced on the tensor-core kernel. With 3 tiles an SM or more, blocks of 4
  * warps, 6 an SM, as qgemv_mma's (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most
  * 2, blocks of 16 warps, 2 an SM (64 registers): on an H100 the down projection (256 tiles of 172
- * steps) took 11.0 us instead of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. */
-static int q4row_warps(const lg_kqmat *w, int cb, int *minb, size_t *smem)
+ * steps) took 11.0 us instead of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2.
+ * glu: the gate|up product with SwiGLU, a block two tiles (halves of whole tiles), with the warps
+ * chosen for all the tiles, so that each sum is the plain product's. */
+static int q4row_warps(const lg_kqmat *w, int cb, bool glu, int *minb, size_t *smem)
 {
     if (!qg_one_row || qg_warps != -1 || qg_min_blocks != 0 || !cb || !is_q4(w) ||
-        w->tiled != cb || w->group != 8 * cb)
+        w->tiled != cb || w->group != 8 * cb || (glu && w->rows % (2 * QG_ROWS) != 0))
         return 0;
     const unsigned tiles = (unsigned)(w->rows / QG_ROWS), sms = (unsigned)lg_sm_count();
     int warps = 4;
@@ -1050,18 +1078,45 @@ static int q4row_warps(const lg_kqmat *w, int cb, int *minb, size_t *smem)
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;
     const int steps = w->cols / (8 * cb);
-    *smem = (size_t)warps * (8 * q4row_stride(steps, warps) * sizeof(uint2) +
+    *smem = (size_t)warps * ((glu ? 2 : 1) * 8 * q4row_stride(steps, warps) * sizeof(uint2) +
                              (size_t)q4row_steps(steps, warps) * 8 * cb * 2);
     return *smem <= 48 * 1024 ? warps : 0;
 }
 
-template <typename T, bool MINS, int CB, int NT, int MINB>
-static void q4row_launch(unsigned tiles, size_t smem, cudaStream_t s, void *y, int y_dt,
+template <typename T, bool MINS, int CB, int NT, int MINB, bool GLU>
+static void q4row_launch(unsigned blocks, size_t smem, cudaStream_t s, void *y, int y_dt,
                          const qparams &p, const T *x, int acc)
 {
     /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R) */
     constexpr int WORDS = CB / 4, U0 = (MINB > 1 ? 4 : 8) / WORDS, U = U0 < 1 ? 1 : U0;
-    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U>, tiles, NT, smem, s, y, y_dt, p, x, acc);
+    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U, GLU>, blocks, NT, smem, s, y, y_dt, p, x,
+                  acc);
+}
+
+template <typename T, bool GLU>
+static bool q4row_dispatch(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt,
+                           const T *x, int acc, cudaStream_t s)
+{
+    int minb = 0;
+    size_t smem = 0;
+    const int warps = q4row_warps(w, cb, GLU, &minb, &smem);
+    if (!warps)
+        return false;
+    const unsigned blocks = (unsigned)(p.rows / QG_ROWS / (GLU ? 2 : 1));
+#define Q4ROW_AT(MINS_, CB_)                                                                      \
+    if ((w->mins != NULL) == MINS_ && cb == CB_) {                                                \
+        if (warps == 16)                                                                          \
+            q4row_launch<T, MINS_, CB_, 512, 2, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+        else if (warps == 8)                                                                      \
+            q4row_launch<T, MINS_, CB_, 256, 3, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+        else                                                                                      \
+            q4row_launch<T, MINS_, CB_, 128, 6, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+        return true;                                                                              \
+    }
+    Q4ROW_AT(true, 16) Q4ROW_AT(true, 8) Q4ROW_AT(true, 4)
+    Q4ROW_AT(false, 16) Q4ROW_AT(false, 8) Q4ROW_AT(false, 4)
+#undef Q4ROW_AT
+    return false;
 }
 
 /* The product of one row of x on the one-row kernel, if q4row_warps takes it. */
@@ -1069,26 +1124,7 @@ template <typename T>
 static bool qgemv_q4row(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt, const T *x,
                         int acc, cudaStream_t s)
 {
-    int minb = 0;
-    size_t smem = 0;
-    const int warps = q4row_warps(w, cb, &minb, &smem);
-    if (!warps)
-        return false;
-    const unsigned tiles = (unsigned)(p.rows / QG_ROWS);
-#define Q4ROW_AT(MINS_, CB_)                                                                      \
-    if ((w->mins != NULL) == MINS_ && cb == CB_) {                                                \
-        if (warps == 16)                                                                          \
-            q4row_launch<T, MINS_, CB_, 512, 2>(tiles, smem, s, y, y_dt, p, x, acc);              \
-        else if (warps == 8)                                                                      \
-            q4row_launch<T, MINS_, CB_, 256, 3>(tiles, smem, s, y, y_dt, p, x, acc);              \
-        else                                                                                      \
-            q4row_launch<T, MINS_, CB_, 128, 6>(tiles, smem, s, y, y_dt, p, x, acc);              \
-        return true;                                                                              \
-    }
-    Q4ROW_AT(true, 16) Q4ROW_AT(true, 8) Q4ROW_AT(true, 4)
-    Q4ROW_AT(false, 16) Q4ROW_AT(false, 8) Q4ROW_AT(false, 4)
-#undef Q4ROW_AT
-    return false;
+    return q4row_dispatch<T, false>(w, cb, p, y, y_dt, x, acc, s);
 }
 
 template <typename T>
@@ -1191,7 +1227,15 @@ extern "C" int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, i
 {
     int minb = 0;
     size_t smem = 0;
-    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, ldx), &minb, &smem);
+    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, ldx), false, &minb, &smem);
+}
+
+extern "C" int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x)
+{
+    int minb = 0;
+    size_t smem = 0;
+    /* one row of x: only its alignment counts, not ldx */
+    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
 }
 
 extern "C" void lg_k_gemv_quant_set_one_row(int on)
@@ -1237,6 +1281,30 @@ extern "C" int lg_k_gemv_quant(void *y, lg_kdtype y_dt, int ldy, const lg_kqmat 
         qgemv_launch<__half>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
     else
         qgemv_launch<__nv_bfloat16>(w, cb, y, y_dt, ldy, x, ldx, n, acc, s);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
+extern "C" int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *x,
+                                   lg_kdtype x_dt, void *stream)
+{
+    const char *who = "lg_k_gemv_quant_glu";
+    if (check_qmat(w, who) != 0)
+        return -1;
+    if ((x_dt != LG_KDT_F16 && x_dt != LG_KDT_BF16) || y_dt != x_dt)
+        return lg_k_fail("%s: x and y must both be float16 or both bfloat16 (dtypes %d, %d)", who,
+                         (int)x_dt, (int)y_dt);
+    if (!lg_k_gemv_quant_glu_warps(w, x))
+        return lg_k_fail("%s: the fused kernel does not take this matrix (%s, %d x %d, group %d, "
+                         "tiled %d)", who, is_q4(w) ? "q4" : "not q4", w->rows, w->cols, w->group,
+                         w->tiled);
+    const int cb = w->tiled;
+    const qparams p = params_of(w);
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    if (x_dt == LG_KDT_F16)
+        q4row_dispatch<__half, true>(w, cb, p, y, y_dt, (const __half *)x, 0, s);
+    else
+        q4row_dispatch<__nv_bfloat16, true>(w, cb, p, y, y_dt, (const __nv_bfloat16 *)x, 0, s);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }

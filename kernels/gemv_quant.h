@@ -67,6 +67,17 @@ int lg_k_gemv_quant(void *y, lg_kdtype y_dt, int ldy, const lg_kqmat *w, const v
 int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int row0, int n_rows,
                  void *stream);
 
+/* Decode's gate|up product with SwiGLU in one kernel. W is gate and up stacked, [2F, cols]; x one
+ * row (float16 or bfloat16) and y F values of x's type:
+ *   y[j] = silu(a_j) b_j,  a = deq(W)[0, F) x and b = deq(W)[F, 2F) x, each rounded to y's type
+ * first: bit for bit what lg_k_gemv_quant into x's type followed by lg_k_swiglu gives. Only the
+ * one-row kernel does this (q4 codes tiled with a group of one window, F a multiple of 16);
+ * lg_k_gemv_quant_glu_warps says whether it takes W and x (its warps a block) or not (0), and
+ * lg_k_gemv_quant_glu fails for a matrix it does not take. */
+int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x);
+int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *x, lg_kdtype x_dt,
+                        void *stream);
+
 /* Tile-major codes. The fast path reads, per step of a warp, one chunk of load-width bytes of each
  * of 16 rows for each of its 32 lanes; as stored (row after row) that is 8 or 16 rows x 32 or 64
  * contiguous bytes, which the memory serves at 50-60% of its copy rate (docs/BENCHMARKS.md). Tiled,

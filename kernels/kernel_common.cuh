@@ -46,6 +46,14 @@ __device__ __forceinline__ float lg_round_to(int dt, float v)
     return v;
 }
 
+/* SwiGLU's silu(g) u, in one place: the fused gate|up product (gemv_quant.cu) must give what
+ * lg_k_swiglu gives, bit for bit. */
+__device__ __forceinline__ float lg_silu_mul(float g, float u)
+{
+    const float silu = g / (1.0f + expf(-g));
+    return silu * u;
+}
+
 /* Compile-time dtype. */
 template <typename T> struct lg_elem;
 template <> struct lg_elem<__half> {

@@ -617,9 +617,14 @@ static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->mlp_norm, LG_KDT_F32, n, f->dim,
                    m->rms_eps, f->st));
-    K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, &L->gu, n, 2 * f->ffn, f->dim, 0.0f));
-    K(lg_k_swiglu(f->mlp, f->dt, f->ffn, f->gu, 2 * f->ffn, at(f->gu, f->ffn, f->esz), 2 * f->ffn,
-                  f->dt, n, f->ffn, f->st));
+    if (n == 1 && L->gu.q.method && lg_k_gemv_quant_glu_warps(&L->gu.q, f->xb)) {
+        /* decode on q4: SwiGLU in the gate|up product's kernel, the same values in one launch */
+        K(lg_k_gemv_quant_glu(f->mlp, f->dt, &L->gu.q, f->xb, f->dt, f->st));
+    } else {
+        K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, &L->gu, n, 2 * f->ffn, f->dim, 0.0f));
+        K(lg_k_swiglu(f->mlp, f->dt, f->ffn, f->gu, 2 * f->ffn, at(f->gu, f->ffn, f->esz),
+                      2 * f->ffn, f->dt, n, f->ffn, f->st));
+    }
     K(mm_residual(f, x, f->mlp, f->ffn, &L->down, n, f->ffn));
     return 0;
 }

@@ -712,6 +712,56 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
     cudaFree(dx);
 }
 
+/* lg_k_gemv_quant_glu (decode's gate|up product with SwiGLU, F rows each) against the CPU's
+ * quantized product rounded to dt then lg_ops_swiglu, within the kernels' bound; and against the
+ * unfused device path (lg_k_gemv_quant into dt, then lg_k_swiglu), which it must equal bit for bit
+ * as its sums are the same sums. */
+static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins)
+{
+    lg_quant_scheme s = {LG_QUANT_Q4, group, mins};
+    qmat_pair w;
+    qmat_make(&w, &s, 2 * F, K);
+    char shape[112], sn[32];
+    snprintf(shape, sizeof shape, "%s %s F %d K %d", scheme_name(&s, sn, sizeof sn), dname(dt), F,
+             K);
+    float *x = rnd((size_t)K, 1.0f, 0.0f, dt);
+    void *dx = up(x, (size_t)K, dt);
+    if (!qmat_tile(&w) || !lg_k_gemv_quant_glu_warps(&w.d, dx)) {
+        report_exact("gemv_quant_glu", shape, 0); /* every shape here is one the kernel takes */
+        qmat_free(&w), free(x), cudaFree(dx);
+        return;
+    }
+    lg_qmat q;
+    lg_err err;
+    if (lg_qmat_init(&q, &s, 2 * F, K, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(2);
+    }
+    lg_qmat_set_rows(&q, 0, &w.t, 2 * F);
+    float *ab = xmalloc((size_t)2 * F * sizeof(float)), *ref = xmalloc((size_t)F * sizeof(float));
+    lg_qmat_matmul(NULL, ab, 2 * F, x, K, 1, &q);
+    round_to(ab, (size_t)2 * F, dt);
+    lg_ops_swiglu(ref, F, ab, 2 * F, ab + F, 2 * F, 1, F);
+    size_t es = (size_t)lg_kdtype_size(dt);
+    void *dy = dpoison((size_t)F * es), *dab = dpoison((size_t)2 * F * es);
+    void *dref = dpoison((size_t)F * es);
+    KK(lg_k_gemv_quant_glu(dy, dt, &w.d, dx, dt, NULL));
+    KK(lg_k_gemv_quant(dab, dt, 2 * F, &w.d, dx, K, dt, 1, 0.0f, NULL));
+    KK(lg_k_swiglu(dref, dt, F, dab, 2 * F, (char *)dab + (size_t)F * es, 2 * F, dt, 1, F, NULL));
+    float *g = down(dy, (size_t)F, dt);
+    report("gemv_quant_glu", shape, g, ref, 1, F, F, dt, bound_of(dt, dt));
+    unsigned char *hy = xmalloc((size_t)F * es), *href = xmalloc((size_t)F * es);
+    CK(cudaMemcpy(hy, dy, (size_t)F * es, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(href, dref, (size_t)F * es, cudaMemcpyDeviceToHost));
+    char same[128];
+    snprintf(same, sizeof same, "%s = gemv_quant + swiglu", shape);
+    report_exact("gemv_quant_glu", same, memcmp(hy, href, (size_t)F * es) == 0);
+    lg_qmat_free(&q);
+    qmat_free(&w);
+    free(x), free(ab), free(ref), free(g), free(hy), free(href);
+    cudaFree(dx), cudaFree(dy), cudaFree(dab), cudaFree(dref);
+}
+
 /* lg_k_dequant against lg_quant_dequant_rows rounded once to the output type: equal bit for bit. */
 static void check_dequant(lg_kdtype odt, int M, int K, lg_quant_method method, int group, int mins,
                           int row0, int n_rows, int ldo)
@@ -1078,6 +1128,8 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant f32 x", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 8, LG_KDT_F32, 1, 0.0f, NULL)},
         {"gemv_quant ldx < cols", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 4, LG_KDT_F16, 1, 0.0f, NULL)},
         {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
+        {"gemv_quant_glu q8", lg_k_gemv_quant_glu(NULL, LG_KDT_F16, &q8, p16, LG_KDT_F16, NULL)},
+        {"gemv_quant_glu f32 y", lg_k_gemv_quant_glu(NULL, LG_KDT_F32, &q8, p16, LG_KDT_F16, NULL)},
         {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
         {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
         {"read_sum 24 bytes", lg_k_read_sum((unsigned *)p16, p16, 24, NULL)},
@@ -1651,6 +1703,12 @@ static void check_quant_all(void)
         check_gemv_quant(h, F32, 1, 32, 4096 + 128, Q4, 128, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 1, 48, 4096, Q4, 32, 1, 1.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 64, 4096 + 32, Q4, 32, 0, 0.0f, QV_DEFAULT);
+        /* gate|up with SwiGLU on the one-row kernel: 7B's (4 warps), a shard of it for two GPUs
+         * (8), a few tiles with odd steps (16), every load width, with and without mins */
+        check_gemv_quant_glu(h, 11008, 4096, 64, 1);
+        check_gemv_quant_glu(h, 5504, 4096, 128, 0);
+        check_gemv_quant_glu(h, 112, 4096 + 64, 64, 0);
+        check_gemv_quant_glu(h, 48, 4096 + 32, 32, 1);
         lg_k_gemv_quant_set_one_row(0); /* decode's product on the tensor-core kernel */
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 4096, 4096, Q4, 128, 0, 1.0f, QV_DEFAULT);
