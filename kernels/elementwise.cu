@@ -237,12 +237,8 @@ __global__ void rope_kernel(void *q, int ldq, int nh, void *k, int ldk, int nkv,
     /* the angle before the wait: positions and inv_freq come from the host, not from a kernel */
     int ip = pos ? pos[t] : pos0 + t;
     float c = 0.0f, s = 0.0f;
-    if (i < half) {
-        float angle = __fmul_rn((float)ip, inv_freq[i]);
-        double sd, cd;
-        sincos((double)angle, &sd, &cd);
-        c = (float)cd * attn_scale, s = (float)sd * attn_scale;
-    }
+    if (i < half)
+        lg_rope_cs(ip, inv_freq[i], attn_scale, &c, &s);
     lg_pdl_wait();
     lg_pdl_trigger();
     if (i >= half)
@@ -250,9 +246,8 @@ __global__ void rope_kernel(void *q, int ldq, int nh, void *k, int ldk, int nkv,
     void *base = h < nh ? q : k;
     size_t off = h < nh ? (size_t)t * ldq + (size_t)h * head_dim
                         : (size_t)t * ldk + (size_t)(h - nh) * head_dim;
-    float x0 = lg_ld(base, dt, off + i), x1 = lg_ld(base, dt, off + i + half);
-    float y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    float y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+    float y0, y1;
+    lg_rope_rotate(lg_ld(base, dt, off + i), lg_ld(base, dt, off + i + half), c, s, &y0, &y1);
     lg_st(base, dt, off + i, y0);
     lg_st(base, dt, off + i + half, y1);
     if (h < nh || !dst.k_cache)

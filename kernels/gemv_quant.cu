@@ -843,18 +843,78 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
     }
 };
 
+/* What the one-row kernel does with its sums (q4row_kernel). */
+enum { Q4_PLAIN = 0, Q4_GLU = 1, Q4_ROPE = 2 };
+
+/* Q4_ROPE's arguments: the q|k|v product of lg_k_gemv_quant_rope_kv. A unit (a block's two tiles)
+ * is, for the first rope_units, tiles j and j + half_tiles of one q or k head (rows i and
+ * i + head_dim / 2 for i in the tile's 16), then two consecutive tiles of v. */
+struct q4row_epi {
+    int rope_units, half_tiles, q_rows, kv_dim;
+    const int *pos;
+    int pos0;
+    const float *inv_freq;
+    float attn_scale;
+    lg_kcache_dst dst;
+};
+
+/* The tile of part k (0 or 1) of unit u. */
+template <int EPI>
+__device__ __forceinline__ unsigned q4row_tile(const q4row_epi &e, unsigned u, int k)
+{
+    if constexpr (EPI == Q4_GLU)
+        return u + (unsigned)k * gridDim.x;
+    if constexpr (EPI == Q4_ROPE) {
+        const unsigned ru = (unsigned)e.rope_units, ht = (unsigned)e.half_tiles;
+        if (u < ru)
+            return u / ht * 2 * ht + u % ht + (unsigned)k * ht;
+        return 2 * ru + 2 * (u - ru) + (unsigned)k;
+    }
+    return u;
+}
+
+/* Q4_ROPE's end for row r of a unit: the sums a and b of its two tiles rounded to y's type, as
+ * lg_k_gemv_quant would store them, then as lg_k_rope_kv treats those rows: a q or k pair rotated
+ * (c, s: its cos and sin), k and v also written to the row's cache slot. */
+__device__ __forceinline__ void q4row_rope_end(const q4row_epi &e, void *y, int dt, unsigned u,
+                                               int r, float a, float b, float c, float s)
+{
+    const unsigned t0 = q4row_tile<Q4_ROPE>(e, u, 0), t1 = q4row_tile<Q4_ROPE>(e, u, 1);
+    const int row0 = (int)t0 * QG_ROWS + r, row1 = (int)t1 * QG_ROWS + r;
+    float y0 = lg_round_to(dt, a), y1 = lg_round_to(dt, b);
+    if (u < (unsigned)e.rope_units)
+        lg_rope_rotate(y0, y1, c, s, &y0, &y1);
+    lg_st(y, dt, (size_t)row0, y0);
+    lg_st(y, dt, (size_t)row1, y1);
+    if (row0 < e.q_rows)
+        return;
+    const bool is_k = row0 < e.q_rows + e.kv_dim;
+    const int slot = e.dst.slots[0], off = row0 - e.q_rows - (is_k ? 0 : e.kv_dim);
+    void *cache = is_k ? e.dst.k_cache : e.dst.v_cache;
+    const size_t co = (size_t)slot * e.dst.ld_cache;
+    lg_st(cache, dt, co + (size_t)off, y0);
+    lg_st(cache, dt, co + (size_t)(off + row1 - row0), y1);
+    if (is_k && off == 0)
+        e.dst.slot_pos[slot] = e.pos ? e.pos[0] : e.pos0;
+}
+
 /* A block owns the 16-row tile blockIdx.x (rows are a multiple of 16: the codes are tiled) and its
- * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. GLU (decode's
- * gate|up product): the block owns gate tile blockIdx.x and the up tile gridDim.x further, walks
- * them one after the other on the same staged x, and writes silu(gate) up for its 16 rows: the
- * SwiGLU kernel and the round trip of gate|up through memory are gone. Each sum is rounded to y's
- * type first, so the output is what lg_k_gemv_quant and lg_k_swiglu give, bit for bit. */
-template <typename T, bool MINS, int CB, int NT, int MINB, int U, bool GLU>
+ * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. With an epilogue
+ * (EPI) a block owns two tiles (q4row_tile), walks them side by side on the same staged x (rounds
+ * of half the steps) and hands the 16 pairs of sums to the epilogue; each sum is rounded to y's type first, so the
+ * output is what lg_k_gemv_quant and then the kernel it replaces give, bit for bit where both get
+ * the same warps a block (each warp's share of the steps, and so each sum, is then the same):
+ *   Q4_GLU   decode's gate|up product: gate tile u and up tile u + gridDim.x, y = silu(gate) up
+ *            (lg_k_swiglu);
+ *   Q4_ROPE  decode's q|k|v product: RoPE and the cache writes of lg_k_rope_kv.
+ * Either saves a kernel, and the round trip of the product through memory, a layer. */
+template <typename T, bool MINS, int CB, int NT, int MINB, int U, int EPI>
 __global__ void __launch_bounds__(NT, MINB)
-    q4row_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate)
+    q4row_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate,
+                 q4row_epi e)
 {
     typedef q4row_walk<T, MINS, CB, U> Wk;
-    constexpr int PARTS = GLU ? 2 : 1;
+    constexpr int PARTS = EPI == Q4_PLAIN ? 1 : 2;
     __shared__ float red[NT / 32][PARTS * QG_ROWS];
     /* scales [parts][warps][8][stride], then x [warps][steps][WIN] */
     extern __shared__ uint2 staged[];
@@ -866,63 +926,81 @@ __global__ void __launch_bounds__(NT, MINB)
     const int stride = q4row_stride(steps, warps);
     T *xs = reinterpret_cast<T *>(staged + (size_t)PARTS * warps * 8 * stride) +
             (size_t)warp * q4row_steps(steps, warps) * Wk::WIN;
-    Wk w;
-    w.q = q;
-    w.xs = xs;
-    w.steps = s_end - s_begin;
-    q4row_round<CB, U> r0, r1;
+    Wk w[PARTS];
+    q4row_round<CB, U> r0[PARTS], r1[PARTS];
+#pragma unroll
     for (int k = 0; k < PARTS; k++) {
-        const unsigned tile = blockIdx.x + (unsigned)k * gridDim.x;
-        uint2 *sm = staged + ((size_t)k * warps + warp) * 8 * stride;
-        if (k == 0) {
-            w.co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
-            w.load(p, r0, 0);
-            w.load(p, r1, U);
-        }
-        q4row_stage<MINS>(sm, stride, p,
-                          (uint32_t)(tile * QG_ROWS) * (uint32_t)p.n_groups + (uint32_t)s_begin,
-                          w.steps, lane);
+        const unsigned tile = q4row_tile<EPI>(e, blockIdx.x, k);
+        w[k].q = q;
+        w[k].xs = xs;
+        w[k].steps = s_end - s_begin;
+        w[k].sm = staged + ((size_t)k * warps + warp) * 8 * stride + g * stride;
+        w[k].sum_a = w[k].sum_b = 0.0f;
+        w[k].co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
+        w[k].load(p, r0[k], 0);
+        w[k].load(p, r1[k], U);
+    }
+#pragma unroll
+    for (int k = 0; k < PARTS; k++)
+        q4row_stage<MINS>(staged + ((size_t)k * warps + warp) * 8 * stride, stride, p,
+                          (uint32_t)(q4row_tile<EPI>(e, blockIdx.x, k) * QG_ROWS) *
+                                  (uint32_t)p.n_groups + (uint32_t)s_begin,
+                          s_end - s_begin, lane);
+    /* RoPE's angle before the wait: positions and inv_freq come from the host */
+    float rc = 0.0f, rs = 0.0f;
+    if constexpr (EPI == Q4_ROPE) {
+        const unsigned ht = (unsigned)e.half_tiles;
+        if (threadIdx.x < QG_ROWS && blockIdx.x < (unsigned)e.rope_units)
+            lg_rope_cs(e.pos ? e.pos[0] : e.pos0,
+                       e.inv_freq[blockIdx.x % ht * QG_ROWS + threadIdx.x], e.attn_scale, &rc,
+                       &rs);
     }
     lg_pdl_wait();
     lg_pdl_trigger();
-    q4row_stage_x(xs, x + (size_t)s_begin * Wk::WIN, w.steps * Wk::WIN, lane);
-    for (int k = 0; k < PARTS; k++) {
-        if (k > 0) {
-            const unsigned tile = blockIdx.x + (unsigned)k * gridDim.x;
-            w.co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
-            w.load(p, r0, 0);
-            w.load(p, r1, U);
-        }
-        w.sm = staged + ((size_t)k * warps + warp) * 8 * stride + g * stride;
-        w.sum_a = w.sum_b = 0.0f;
-        for (int s0 = 0; s0 < w.steps; s0 += 2 * U) {
-            w.compute(r0, s0);
-            if (s0 + U >= w.steps)
-                break;
-            w.load(p, r0, s0 + 2 * U);
-            w.compute(r1, s0 + U);
-            w.load(p, r1, s0 + 3 * U);
-        }
-        if (q == 0) {
-            red[warp][k * QG_ROWS + g] = w.sum_a;
-            red[warp][k * QG_ROWS + g + 8] = w.sum_b;
+    q4row_stage_x(xs, x + (size_t)s_begin * Wk::WIN, (s_end - s_begin) * Wk::WIN, lane);
+    /* the parts' walks side by side, so that both tiles' codes are in flight at every step */
+    const int n_steps = s_end - s_begin;
+    for (int s0 = 0; s0 < n_steps; s0 += 2 * U) {
+#pragma unroll
+        for (int k = 0; k < PARTS; k++)
+            w[k].compute(r0[k], s0);
+        if (s0 + U >= n_steps)
+            break;
+#pragma unroll
+        for (int k = 0; k < PARTS; k++)
+            w[k].load(p, r0[k], s0 + 2 * U);
+#pragma unroll
+        for (int k = 0; k < PARTS; k++)
+            w[k].compute(r1[k], s0 + U);
+#pragma unroll
+        for (int k = 0; k < PARTS; k++)
+            w[k].load(p, r1[k], s0 + 3 * U);
+    }
+    if (q == 0) {
+#pragma unroll
+        for (int k = 0; k < PARTS; k++) {
+            red[warp][k * QG_ROWS + g] = w[k].sum_a;
+            red[warp][k * QG_ROWS + g + 8] = w[k].sum_b;
         }
     }
     __syncthreads();
     if (threadIdx.x < QG_ROWS) {
-        float sum = 0.0f;
+        float sum[PARTS];
 #pragma unroll
-        for (int i = 0; i < warps; i++)
-            sum += red[i][threadIdx.x];
-        const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
-        if constexpr (GLU) {
-            float up = 0.0f;
+        for (int k = 0; k < PARTS; k++) {
+            sum[k] = 0.0f;
 #pragma unroll
             for (int i = 0; i < warps; i++)
-                up += red[i][QG_ROWS + threadIdx.x];
-            lg_st(y, y_dt, o, lg_silu_mul(lg_round_to(y_dt, sum), lg_round_to(y_dt, up)));
+                sum[k] += red[i][k * QG_ROWS + threadIdx.x];
+        }
+        if constexpr (EPI == Q4_GLU) {
+            const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
+            lg_st(y, y_dt, o, lg_silu_mul(lg_round_to(y_dt, sum[0]), lg_round_to(y_dt, sum[1])));
+        } else if constexpr (EPI == Q4_ROPE) {
+            q4row_rope_end(e, y, y_dt, blockIdx.x, (int)threadIdx.x, sum[0], sum[1], rc, rs);
         } else {
-            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum : sum);
+            const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
+            lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum[0] : sum[0]);
         }
     }
 }
@@ -1063,14 +1141,17 @@ static int qg_one_row = 1;
  * warps, 6 an SM, as qgemv_mma's (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most
  * 2, blocks of 16 warps, 2 an SM (64 registers): on an H100 the down projection (256 tiles of 172
  * steps) took 11.0 us instead of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2.
- * glu: the gate|up product with SwiGLU, a block two tiles (halves of whole tiles), with the warps
- * chosen for all the tiles, so that each sum is the plain product's. */
-static int q4row_warps(const lg_kqmat *w, int cb, bool glu, int *minb, size_t *smem)
+ * pairs: a block two tiles (an epilogue's: q4row_kernel), the warps chosen for the blocks: with
+ * them chosen for the tiles (the plain product's warps, and its sums bit for bit), the q|k|v
+ * product's 384 blocks of 4 warps left an H100 half full, and its token 4% slower than with the
+ * RoPE kernel (docs/BENCHMARKS.md). */
+static int q4row_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *smem)
 {
     if (!qg_one_row || qg_warps != -1 || qg_min_blocks != 0 || !cb || !is_q4(w) ||
-        w->tiled != cb || w->group != 8 * cb || (glu && w->rows % (2 * QG_ROWS) != 0))
+        w->tiled != cb || w->group != 8 * cb || (pairs && w->rows % (2 * QG_ROWS) != 0))
         return 0;
-    const unsigned tiles = (unsigned)(w->rows / QG_ROWS), sms = (unsigned)lg_sm_count();
+    const unsigned tiles = (unsigned)(w->rows / QG_ROWS / (pairs ? 2 : 1));
+    const unsigned sms = (unsigned)lg_sm_count();
     int warps = 4;
     *minb = 6;
     if (tiles <= 2u * sms)
@@ -1078,39 +1159,42 @@ static int q4row_warps(const lg_kqmat *w, int cb, bool glu, int *minb, size_t *s
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;
     const int steps = w->cols / (8 * cb);
-    *smem = (size_t)warps * ((glu ? 2 : 1) * 8 * q4row_stride(steps, warps) * sizeof(uint2) +
+    *smem = (size_t)warps * ((pairs ? 2 : 1) * 8 * q4row_stride(steps, warps) * sizeof(uint2) +
                              (size_t)q4row_steps(steps, warps) * 8 * cb * 2);
     return *smem <= 48 * 1024 ? warps : 0;
 }
 
-template <typename T, bool MINS, int CB, int NT, int MINB, bool GLU>
+template <typename T, bool MINS, int CB, int NT, int MINB, int EPI>
 static void q4row_launch(unsigned blocks, size_t smem, cudaStream_t s, void *y, int y_dt,
-                         const qparams &p, const T *x, int acc)
+                         const qparams &p, const T *x, int acc, const q4row_epi &e)
 {
     /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R) */
-    constexpr int WORDS = CB / 4, U0 = (MINB > 1 ? 4 : 8) / WORDS, U = U0 < 1 ? 1 : U0;
-    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U, GLU>, blocks, NT, smem, s, y, y_dt, p, x,
-                  acc);
+    constexpr int PARTS = EPI == Q4_PLAIN ? 1 : 2, WORDS = CB / 4;
+    constexpr int U0 = (MINB > 1 ? 4 : 8) / WORDS / PARTS, U = U0 < 1 ? 1 : U0;
+    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U, EPI>, blocks, NT, smem, s, y, y_dt, p, x,
+                  acc, e);
 }
 
-template <typename T, bool GLU>
+/* The one-row kernel with epilogue EPI, if q4row_warps takes the product (else false, nothing
+ * launched). */
+template <typename T, int EPI>
 static bool q4row_dispatch(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt,
-                           const T *x, int acc, cudaStream_t s)
+                           const T *x, int acc, const q4row_epi &e, cudaStream_t s)
 {
     int minb = 0;
     size_t smem = 0;
-    const int warps = q4row_warps(w, cb, GLU, &minb, &smem);
+    const int warps = q4row_warps(w, cb, EPI != Q4_PLAIN, &minb, &smem);
     if (!warps)
         return false;
-    const unsigned blocks = (unsigned)(p.rows / QG_ROWS / (GLU ? 2 : 1));
+    const unsigned blocks = (unsigned)(p.rows / QG_ROWS / (EPI != Q4_PLAIN ? 2 : 1));
 #define Q4ROW_AT(MINS_, CB_)                                                                      \
     if ((w->mins != NULL) == MINS_ && cb == CB_) {                                                \
         if (warps == 16)                                                                          \
-            q4row_launch<T, MINS_, CB_, 512, 2, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+            q4row_launch<T, MINS_, CB_, 512, 2, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
         else if (warps == 8)                                                                      \
-            q4row_launch<T, MINS_, CB_, 256, 3, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+            q4row_launch<T, MINS_, CB_, 256, 3, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
         else                                                                                      \
-            q4row_launch<T, MINS_, CB_, 128, 6, GLU>(blocks, smem, s, y, y_dt, p, x, acc);        \
+            q4row_launch<T, MINS_, CB_, 128, 6, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
         return true;                                                                              \
     }
     Q4ROW_AT(true, 16) Q4ROW_AT(true, 8) Q4ROW_AT(true, 4)
@@ -1124,7 +1208,7 @@ template <typename T>
 static bool qgemv_q4row(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt, const T *x,
                         int acc, cudaStream_t s)
 {
-    return q4row_dispatch<T, false>(w, cb, p, y, y_dt, x, acc, s);
+    return q4row_dispatch<T, Q4_PLAIN>(w, cb, p, y, y_dt, x, acc, q4row_epi(), s);
 }
 
 template <typename T>
@@ -1302,9 +1386,61 @@ extern "C" int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, c
     const qparams p = params_of(w);
     cudaStream_t s = LG_CUDA_STREAM(stream);
     if (x_dt == LG_KDT_F16)
-        q4row_dispatch<__half, true>(w, cb, p, y, y_dt, (const __half *)x, 0, s);
+        q4row_dispatch<__half, Q4_GLU>(w, cb, p, y, y_dt, (const __half *)x, 0, q4row_epi(), s);
     else
-        q4row_dispatch<__nv_bfloat16, true>(w, cb, p, y, y_dt, (const __nv_bfloat16 *)x, 0, s);
+        q4row_dispatch<__nv_bfloat16, Q4_GLU>(w, cb, p, y, y_dt, (const __nv_bfloat16 *)x, 0,
+                                              q4row_epi(), s);
+    LG_CUDA_LAUNCHED(who);
+    return 0;
+}
+
+extern "C" int lg_k_gemv_quant_rope_kv_warps(const lg_kqmat *w, const void *x, int n_heads,
+                                             int n_kv_heads, int head_dim)
+{
+    int minb = 0;
+    size_t smem = 0;
+    if (!w || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || head_dim % (2 * QG_ROWS) != 0 ||
+        (long long)w->rows != (long long)(n_heads + 2 * n_kv_heads) * head_dim)
+        return 0;
+    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
+}
+
+extern "C" int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *w, const void *x,
+                                       int n_heads, int n_kv_heads, int head_dim, const int *pos,
+                                       int pos0, const float *inv_freq, float attn_scale,
+                                       const lg_kcache_dst *dst, void *stream)
+{
+    const char *who = "lg_k_gemv_quant_rope_kv";
+    if (check_qmat(w, who) != 0)
+        return -1;
+    if (dt != LG_KDT_F16 && dt != LG_KDT_BF16)
+        return lg_k_fail("%s: x and q|k|v must be float16 or bfloat16 (dtype %d)", who, (int)dt);
+    if (!lg_k_gemv_quant_rope_kv_warps(w, x, n_heads, n_kv_heads, head_dim))
+        return lg_k_fail("%s: the fused kernel does not take this matrix (%s, %d x %d, group %d, "
+                         "tiled %d) with %d + 2 x %d heads of %d", who, is_q4(w) ? "q4" : "not q4",
+                         w->rows, w->cols, w->group, w->tiled, n_heads, n_kv_heads, head_dim);
+    const int kvd = n_kv_heads * head_dim;
+    if (!dst || !dst->k_cache || !dst->v_cache || !dst->slots || !dst->slot_pos || !inv_freq ||
+        dst->ld_cache < kvd)
+        return lg_k_fail("%s: the caches (rows of at least %d), slots, slot_pos and inv_freq are "
+                         "required", who, kvd);
+    q4row_epi e;
+    e.rope_units = (n_heads + n_kv_heads) * head_dim / (2 * QG_ROWS);
+    e.half_tiles = head_dim / (2 * QG_ROWS);
+    e.q_rows = n_heads * head_dim;
+    e.kv_dim = kvd;
+    e.pos = pos;
+    e.pos0 = pos0;
+    e.inv_freq = inv_freq;
+    e.attn_scale = attn_scale;
+    e.dst = *dst;
+    const qparams p = params_of(w);
+    cudaStream_t s = LG_CUDA_STREAM(stream);
+    if (dt == LG_KDT_F16)
+        q4row_dispatch<__half, Q4_ROPE>(w, w->tiled, p, qkv, dt, (const __half *)x, 0, e, s);
+    else
+        q4row_dispatch<__nv_bfloat16, Q4_ROPE>(w, w->tiled, p, qkv, dt,
+                                               (const __nv_bfloat16 *)x, 0, e, s);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }

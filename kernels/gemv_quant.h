@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 
+#include "elementwise.h" /* lg_kcache_dst */
 #include "kernel_types.h"
 
 #ifdef __cplusplus
@@ -70,13 +71,31 @@ int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int ro
 /* Decode's gate|up product with SwiGLU in one kernel. W is gate and up stacked, [2F, cols]; x one
  * row (float16 or bfloat16) and y F values of x's type:
  *   y[j] = silu(a_j) b_j,  a = deq(W)[0, F) x and b = deq(W)[F, 2F) x, each rounded to y's type
- * first: bit for bit what lg_k_gemv_quant into x's type followed by lg_k_swiglu gives. Only the
- * one-row kernel does this (q4 codes tiled with a group of one window, F a multiple of 16);
+ * first: what lg_k_gemv_quant into x's type followed by lg_k_swiglu gives, bit for bit where
+ * lg_k_gemv_quant_glu_warps equals lg_k_gemv_quant_one_row_warps (the same warps a block sum the
+ * same shares of the columns; else the float32 sums differ in their order). Only the one-row
+ * kernel does this (q4 codes tiled with a group of one window, F a multiple of 16);
  * lg_k_gemv_quant_glu_warps says whether it takes W and x (its warps a block) or not (0), and
  * lg_k_gemv_quant_glu fails for a matrix it does not take. */
 int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x);
 int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *x, lg_kdtype x_dt,
                         void *stream);
+
+/* Decode's q|k|v product with RoPE and the cache writes in one kernel. W is q, k and v stacked,
+ * [(n_heads + 2 n_kv_heads) head_dim, cols], x one row, qkv that many values of x's type dt:
+ * what lg_k_gemv_quant into qkv (dt) followed by lg_k_rope_kv (elementwise.h: one row at
+ * pos[0], or pos0 when pos is NULL; q and k rotated in place, k and v stored in the row's cache
+ * slot dst->slots[0], slot_pos set; dst->v and dst->ldv are not used: v comes from the product)
+ * gives, bit for bit under the same condition on the warps as lg_k_gemv_quant_glu (with
+ * lg_k_gemv_quant_rope_kv_warps). Only the one-row kernel does this (q4 codes tiled with a group
+ * of one window), with head_dim a multiple of 32; lg_k_gemv_quant_rope_kv_warps says whether it
+ * takes the product (its warps a block, else 0). */
+int lg_k_gemv_quant_rope_kv_warps(const lg_kqmat *w, const void *x, int n_heads, int n_kv_heads,
+                                  int head_dim);
+int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *w, const void *x,
+                            int n_heads, int n_kv_heads, int head_dim, const int *pos, int pos0,
+                            const float *inv_freq, float attn_scale, const lg_kcache_dst *dst,
+                            void *stream);
 
 /* Tile-major codes. The fast path reads, per step of a warp, one chunk of load-width bytes of each
  * of 16 rows for each of its 32 lanes; as stored (row after row) that is 8 or 16 rows x 32 or 64

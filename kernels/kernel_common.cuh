@@ -54,6 +54,25 @@ __device__ __forceinline__ float lg_silu_mul(float g, float u)
     return silu * u;
 }
 
+/* RoPE (elementwise.h, lg_k_rope): the cos and sin of pair i at position p (inv_freq = inv_freq[i]),
+ * and the rotation of the pair (x0, x1) = (x[i], x[i + head_dim / 2]). In one place: the RoPE
+ * kernel and the q|k|v product's epilogue (gemv_quant.cu) must agree bit for bit. */
+__device__ __forceinline__ void lg_rope_cs(int p, float inv_freq, float attn_scale, float *c,
+                                           float *s)
+{
+    const float angle = __fmul_rn((float)p, inv_freq);
+    double sd, cd;
+    sincos((double)angle, &sd, &cd);
+    *c = (float)cd * attn_scale, *s = (float)sd * attn_scale;
+}
+
+__device__ __forceinline__ void lg_rope_rotate(float x0, float x1, float c, float s, float *y0,
+                                               float *y1)
+{
+    *y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    *y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+}
+
 /* Compile-time dtype. */
 template <typename T> struct lg_elem;
 template <> struct lg_elem<__half> {

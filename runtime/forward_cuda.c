@@ -638,9 +638,18 @@ static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, con
     const lg_model *m = f->m;
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->attn_norm, LG_KDT_F32, n,
                    f->dim, m->rms_eps, f->st));
-    K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, &L->qkv, n, f->qkv_dim, f->dim, 0.0f));
     lg_kcache_dst dst = {k_cache, v_cache, f->kvd, slot_pos, slots,
                          at(f->qkv, f->qd + f->kvd, f->esz), f->qkv_dim};
+    if (n == 1 && L->qkv.q.method &&
+        lg_k_gemv_quant_rope_kv_warps(&L->qkv.q, f->xb, f->sh.n_heads, f->sh.n_kv_heads,
+                                      m->head_dim)) {
+        /* decode on q4: RoPE and the cache writes in the product's kernel, the same values */
+        K(lg_k_gemv_quant_rope_kv(f->qkv, f->dt, &L->qkv.q, f->xb, f->sh.n_heads,
+                                  f->sh.n_kv_heads, m->head_dim, pos, pos0, f->inv_freq_d,
+                                  f->attn_scale, &dst, f->st));
+        return 0;
+    }
+    K(mm(f, f->qkv, f->dt, f->qkv_dim, f->xb, f->dim, &L->qkv, n, f->qkv_dim, f->dim, 0.0f));
     K(lg_k_rope_kv(f->qkv, f->qkv_dim, f->sh.n_heads, at(f->qkv, f->qd, f->esz), f->qkv_dim,
                    f->sh.n_kv_heads, f->dt, n, m->head_dim, pos, pos0, f->inv_freq_d,
                    f->attn_scale, &dst, f->st));

@@ -354,7 +354,8 @@ static void check_rope_kv(lg_kdtype dt, int rows, int nh, int nkv, int hd, const
     int ldq = nh * hd + 8, ldk = kvd + 2, ldv = kvd + 6;
     float *q = rnd((size_t)rows * ldq, 1.0f, 0.0f, dt), *k = rnd((size_t)rows * ldk, 1.0f, 0.0f, dt);
     float *v = rnd((size_t)rows * ldv, 1.0f, 0.0f, dt);
-    float *kc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt), *vc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    float *kc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    float *vc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
     int *pos = xmalloc(rows * sizeof(int)), *slots = xmalloc(rows * sizeof(int));
     int *spos = xmalloc(n_slots * sizeof(int)), pos0 = 700;
     for (int s = 0; s < n_slots; s++)
@@ -712,10 +713,38 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
     cudaFree(dx);
 }
 
+/* Device bytes equal. */
+static int same_bytes(const void *a, const void *b, size_t bytes)
+{
+    unsigned char *ha = xmalloc(bytes), *hb = xmalloc(bytes);
+    CK(cudaMemcpy(ha, a, bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(hb, b, bytes, cudaMemcpyDeviceToHost));
+    int same = memcmp(ha, hb, bytes) == 0;
+    free(ha), free(hb);
+    return same;
+}
+
+/* A fused one-row kernel's n values (dt, on the device) against the unfused path's: bit for bit
+ * when both get the same warps a block (exact), else within the kernels' bound (the float32 sums
+ * are added in another order). */
+static void report_vs_unfused(const char *kernel, const char *shape, const void *fused,
+                              const void *plain, int n, lg_kdtype dt, int exact)
+{
+    char what[160];
+    if (exact) {
+        snprintf(what, sizeof what, "%s = unfused", shape);
+        report_exact(kernel, what, same_bytes(fused, plain, (size_t)n * lg_kdtype_size(dt)));
+        return;
+    }
+    snprintf(what, sizeof what, "%s ~ unfused, other warps", shape);
+    float *a = down(fused, (size_t)n, dt), *b = down(plain, (size_t)n, dt);
+    report(kernel, what, a, b, 1, n, n, dt, bound_of(dt, dt));
+    free(a), free(b);
+}
+
 /* lg_k_gemv_quant_glu (decode's gate|up product with SwiGLU, F rows each) against the CPU's
  * quantized product rounded to dt then lg_ops_swiglu, within the kernels' bound; and against the
- * unfused device path (lg_k_gemv_quant into dt, then lg_k_swiglu), which it must equal bit for bit
- * as its sums are the same sums. */
+ * unfused device path (lg_k_gemv_quant into dt, then lg_k_swiglu): report_vs_unfused. */
 static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins)
 {
     lg_quant_scheme s = {LG_QUANT_Q4, group, mins};
@@ -750,16 +779,102 @@ static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins
     KK(lg_k_swiglu(dref, dt, F, dab, 2 * F, (char *)dab + (size_t)F * es, 2 * F, dt, 1, F, NULL));
     float *g = down(dy, (size_t)F, dt);
     report("gemv_quant_glu", shape, g, ref, 1, F, F, dt, bound_of(dt, dt));
-    unsigned char *hy = xmalloc((size_t)F * es), *href = xmalloc((size_t)F * es);
-    CK(cudaMemcpy(hy, dy, (size_t)F * es, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(href, dref, (size_t)F * es, cudaMemcpyDeviceToHost));
-    char same[128];
-    snprintf(same, sizeof same, "%s = gemv_quant + swiglu", shape);
-    report_exact("gemv_quant_glu", same, memcmp(hy, href, (size_t)F * es) == 0);
+    int exact = lg_k_gemv_quant_glu_warps(&w.d, dx) == lg_k_gemv_quant_one_row_warps(&w.d, dx, K);
+    report_vs_unfused("gemv_quant_glu", shape, dy, dref, F, dt, exact);
     lg_qmat_free(&q);
     qmat_free(&w);
-    free(x), free(ab), free(ref), free(g), free(hy), free(href);
+    free(x), free(ab), free(ref), free(g);
     cudaFree(dx), cudaFree(dy), cudaFree(dab), cudaFree(dref);
+}
+
+/* lg_k_gemv_quant_rope_kv (decode's q|k|v product with RoPE and the cache writes) against the
+ * CPU's quantized product rounded to dt then lg_ops_rope on q and k, within the kernels' bound;
+ * its cache slot (of random caches) must hold its own k and v rows bit for bit, every other slot
+ * keep its bytes, slot_pos get the position; and q|k|v against the unfused device path
+ * (lg_k_gemv_quant into dt, then lg_k_rope_kv): report_vs_unfused. */
+static void check_gemv_quant_rope_kv(lg_kdtype dt, int nh, int nkv, int hd, int K, int group,
+                                     int mins, int with_pos)
+{
+    lg_quant_scheme s = {LG_QUANT_Q4, group, mins};
+    const int qd = nh * hd, kvd = nkv * hd, R = qd + 2 * kvd, half = hd / 2;
+    const int n_slots = 5, slot = 3, ldc = kvd + 4, pos0 = 900;
+    qmat_pair w;
+    qmat_make(&w, &s, R, K);
+    char shape[112], sn[32];
+    snprintf(shape, sizeof shape, "%s %s heads %d/%d hd %d K %d%s", scheme_name(&s, sn, sizeof sn),
+             dname(dt), nh, nkv, hd, K, with_pos ? " pos[]" : "");
+    float *x = rnd((size_t)K, 1.0f, 0.0f, dt);
+    void *dx = up(x, (size_t)K, dt);
+    if (!qmat_tile(&w) || !lg_k_gemv_quant_rope_kv_warps(&w.d, dx, nh, nkv, hd)) {
+        report_exact("gemv_quant_rope_kv", shape, 0); /* every shape here is one it takes */
+        qmat_free(&w), free(x), cudaFree(dx);
+        return;
+    }
+    /* YaRN: its attention factor scales q and k, and it must be the same factor in both paths */
+    lg_rope rope = {LG_ROPE_YARN, 10000.0, 4.0, 4096, 0, 32.0, 1.0, 0, 0};
+    float *inv = xmalloc(half * sizeof(float)), attn_scale = 1.0f;
+    lg_rope_inv_freq(&rope, hd, 4096, 4096, inv, &attn_scale);
+    int pos = with_pos ? (int)(next_u64() % 131072) : pos0;
+    lg_qmat q;
+    lg_err err;
+    if (lg_qmat_init(&q, &s, R, K, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(2);
+    }
+    lg_qmat_set_rows(&q, 0, &w.t, R);
+    float *ref = xmalloc((size_t)R * sizeof(float));
+    lg_qmat_matmul(NULL, ref, R, x, K, 1, &q);
+    round_to(ref, (size_t)R, dt);
+    lg_ops_rope(ref, R, 1, nh, hd, &pos, inv, attn_scale);
+    lg_ops_rope(ref + qd, R, 1, nkv, hd, &pos, inv, attn_scale);
+    /* both paths start from the same random caches and slot positions */
+    float *kc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    float *vc = rnd((size_t)n_slots * ldc, 1.0f, 0.0f, dt);
+    int spos[5] = {-1, -1, -1, -1, -1}, slots[1] = {slot};
+    size_t es = (size_t)lg_kdtype_size(dt);
+    void *dkc[2], *dvc[2], *dqkv[2];
+    int *dspos[2], *dslots = up_int(slots, 1), *dpos = up_int(&pos, 1);
+    for (int i = 0; i < 2; i++) {
+        dkc[i] = up(kc, (size_t)n_slots * ldc, dt), dvc[i] = up(vc, (size_t)n_slots * ldc, dt);
+        dspos[i] = up_int(spos, n_slots), dqkv[i] = dpoison((size_t)R * es);
+    }
+    float *dinv;
+    CK(cudaMalloc((void **)&dinv, half * sizeof(float)));
+    CK(cudaMemcpy(dinv, inv, half * sizeof(float), cudaMemcpyHostToDevice));
+    const int *dp = with_pos ? dpos : NULL;
+    lg_kcache_dst fused = {dkc[0], dvc[0], ldc, dspos[0], dslots, NULL, 0};
+    KK(lg_k_gemv_quant_rope_kv(dqkv[0], dt, &w.d, dx, nh, nkv, hd, dp, pos0, dinv, attn_scale,
+                               &fused, NULL));
+    char *v1 = (char *)dqkv[1] + (size_t)(qd + kvd) * es;
+    lg_kcache_dst plain = {dkc[1], dvc[1], ldc, dspos[1], dslots, v1, R};
+    KK(lg_k_gemv_quant(dqkv[1], dt, R, &w.d, dx, K, dt, 1, 0.0f, NULL));
+    KK(lg_k_rope_kv(dqkv[1], R, nh, (char *)dqkv[1] + (size_t)qd * es, R, nkv, dt, 1, hd, dp,
+                    pos0, dinv, attn_scale, &plain, NULL));
+    float *g = down(dqkv[0], (size_t)R, dt);
+    report("gemv_quant_rope_kv", shape, g, ref, 1, R, R, dt, bound_of(dt, dt));
+    float *gkc = down(dkc[0], (size_t)n_slots * ldc, dt);
+    float *gvc = down(dvc[0], (size_t)n_slots * ldc, dt);
+    int sp[5];
+    CK(cudaMemcpy(sp, dspos[0], sizeof sp, cudaMemcpyDeviceToHost));
+    memcpy(kc + (size_t)slot * ldc, g + qd, (size_t)kvd * sizeof(float));
+    memcpy(vc + (size_t)slot * ldc, g + qd + kvd, (size_t)kvd * sizeof(float));
+    spos[slot] = pos;
+    int ok = memcmp(sp, spos, sizeof sp) == 0;
+    for (size_t i = 0; i < (size_t)n_slots * ldc; i++)
+        ok &= gkc[i] == kc[i] && gvc[i] == vc[i];
+    char what[160];
+    snprintf(what, sizeof what, "%s cache", shape);
+    report_exact("gemv_quant_rope_kv", what, ok);
+    int exact = lg_k_gemv_quant_rope_kv_warps(&w.d, dx, nh, nkv, hd) ==
+                lg_k_gemv_quant_one_row_warps(&w.d, dx, K);
+    report_vs_unfused("gemv_quant_rope_kv", shape, dqkv[0], dqkv[1], R, dt, exact);
+    free(gkc), free(gvc);
+    lg_qmat_free(&q);
+    qmat_free(&w);
+    free(x), free(inv), free(ref), free(kc), free(vc), free(g);
+    for (int i = 0; i < 2; i++)
+        cudaFree(dkc[i]), cudaFree(dvc[i]), cudaFree(dspos[i]), cudaFree(dqkv[i]);
+    cudaFree(dx), cudaFree(dslots), cudaFree(dpos), cudaFree(dinv);
 }
 
 /* lg_k_dequant against lg_quant_dequant_rows rounded once to the output type: equal bit for bit. */
@@ -1130,6 +1245,7 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
         {"gemv_quant_glu q8", lg_k_gemv_quant_glu(NULL, LG_KDT_F16, &q8, p16, LG_KDT_F16, NULL)},
         {"gemv_quant_glu f32 y", lg_k_gemv_quant_glu(NULL, LG_KDT_F32, &q8, p16, LG_KDT_F16, NULL)},
+        {"gemv_quant_rope_kv q8", lg_k_gemv_quant_rope_kv(NULL, LG_KDT_F16, &q8, p16, 1, 1, 4, NULL, 0, NULL, 1.0f, NULL, NULL)},
         {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
         {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
         {"read_sum 24 bytes", lg_k_read_sum((unsigned *)p16, p16, 24, NULL)},
@@ -1703,12 +1819,19 @@ static void check_quant_all(void)
         check_gemv_quant(h, F32, 1, 32, 4096 + 128, Q4, 128, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 1, 48, 4096, Q4, 32, 1, 1.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 64, 4096 + 32, Q4, 32, 0, 0.0f, QV_DEFAULT);
-        /* gate|up with SwiGLU on the one-row kernel: 7B's (4 warps), a shard of it for two GPUs
-         * (8), a few tiles with odd steps (16), every load width, with and without mins */
+        /* gate|up with SwiGLU on the one-row kernel: 7B's (4 warps, as the plain product: equal
+         * bit for bit), a shard of it for two GPUs (8 warps against 4: within the bound), a few
+         * tiles with odd steps (16), every load width, with and without mins */
         check_gemv_quant_glu(h, 11008, 4096, 64, 1);
         check_gemv_quant_glu(h, 5504, 4096, 128, 0);
         check_gemv_quant_glu(h, 112, 4096 + 64, 64, 0);
         check_gemv_quant_glu(h, 48, 4096 + 32, 32, 1);
+        /* q|k|v with RoPE and the cache writes: 7B's (8 warps against the plain product's 4),
+         * grouped-query heads of 64 with an odd number of steps (16, as the plain product's), 32
+         * (the smallest head it takes), positions from the device and from pos0 */
+        check_gemv_quant_rope_kv(h, 32, 32, 128, 4096, 64, 1, 1);
+        check_gemv_quant_rope_kv(h, 8, 2, 64, 4096 + 64, 64, 0, 0);
+        check_gemv_quant_rope_kv(h, 4, 4, 32, 4096, 128, 1, 1);
         lg_k_gemv_quant_set_one_row(0); /* decode's product on the tensor-core kernel */
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 4096, 4096, Q4, 128, 0, 1.0f, QV_DEFAULT);
