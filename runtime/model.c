@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "dtype.h"
@@ -324,6 +325,7 @@ lg_model *lg_model_load_ex(const char *dir, const lg_model_load_opts *opts, lg_e
         return NULL;
     }
     memcpy(m->layers, cfg->layers, (size_t)m->n_layers * sizeof *m->layers);
+    m->has_plan = cfg->has_longgen;
     int has_quant;
     if (lg_quant_config_from_json(cfg->json, cfg->path, &m->quant, &has_quant, err) != 0) {
         lg_hf_config_free(cfg);
@@ -386,7 +388,23 @@ int lg_model_set_layers(lg_model *m, const lg_layer_attn *layers, lg_err *err)
             return -1;
     }
     memcpy(m->layers, layers, (size_t)m->n_layers * sizeof *layers);
+    m->has_plan = 1;
     return 0;
+}
+
+const char *lg_model_plan_note(const lg_model *m, char *buf, size_t cap)
+{
+    char path[4096];
+    struct stat st;
+    if (m->has_plan || !m->dir)
+        return NULL;
+    snprintf(path, sizeof path, "%s/longgen_plan.json", m->dir);
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    snprintf(buf, cap, "%s is not applied: %s/config.json has no longgen layout, so every layer "
+             "runs full attention (--plan %s applies it; lg-convert --plan writes it into the "
+             "config)", path, m->dir, path);
+    return buf;
 }
 
 int lg_model_load_plan(lg_model *m, const char *plan_path, lg_err *err)

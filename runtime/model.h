@@ -31,6 +31,7 @@ typedef struct lg_model {
     int bos_id, eos_id; /* -1 when the config has none */
     /* the attention kind of each layer: the config's `longgen` plan, all full without one */
     lg_layer_attn *layers;
+    int has_plan;      /* layers came from the config's `longgen` object or lg_model_load_plan */
     /* weights */
     float *embed;      /* [vocab_size, dim] */
     lg_layer_weights *w;
@@ -66,6 +67,12 @@ lg_model *lg_model_load_ex(const char *dir, const lg_model_load_opts *opts, lg_e
 const lg_st_tensor *lg_model_need_tensor(const lg_checkpoint *ck, const char *name, int64_t rows,
                                          const char *rows_what, int64_t cols,
                                          const char *cols_what, lg_err *err);
+
+/* When the model runs without a plan (every layer full) although DIR holds a longgen_plan.json (as
+ * a LongGen fixture's Hugging Face folder does: lg-convert --plan writes the plan into the config),
+ * a note for the user saying so and how to apply it, in buf; else NULL. Tools print it: run
+ * silently, such a model gives results that match neither the plan's reference nor a warning. */
+const char *lg_model_plan_note(const lg_model *m, char *buf, size_t cap);
 
 /* Replaces the attention plan (n_layers entries, checked). Forward states made afterwards use it;
  * existing states keep the plan they were made with. */

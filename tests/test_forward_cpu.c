@@ -522,6 +522,28 @@ static void test_kjv_tiny_longgen_matches_reference_under_its_plan(void)
     check_longgen_fixture("kjv-tiny-longgen");
 }
 
+/* A LongGen fixture's folder holds its plan beside a config without one: loaded as it is, every
+ * layer runs full, and the tools say so (lg_model_plan_note) until the plan is applied. */
+static void test_unapplied_plan_beside_the_config_is_noted(void)
+{
+    lg_model *m = load_fixture_model("kjv-tiny-longgen");
+    CU_ASSERT_FATAL(m != NULL);
+    char note[8448];
+    const char *n = lg_model_plan_note(m, note, sizeof note);
+    CU_ASSERT_PTR_NOT_NULL(n);
+    if (n) {
+        CU_ASSERT_PTR_NOT_NULL(strstr(n, "kjv-tiny-longgen/longgen_plan.json is not applied"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(n, "--plan "));
+    }
+    CU_ASSERT_EQUAL(apply_fixture_plan(m, "kjv-tiny-longgen"), 0);
+    CU_ASSERT_PTR_NULL(lg_model_plan_note(m, note, sizeof note));
+    lg_model_free(m);
+    lg_model *plain = load_fixture_model("tiny-llama-fp16"); /* no plan file: nothing to say */
+    CU_ASSERT_FATAL(plain != NULL);
+    CU_ASSERT_PTR_NULL(lg_model_plan_note(plain, note, sizeof note));
+    lg_model_free(plain);
+}
+
 /* With every layer sink_window (16 + 256) six layers reach back at most 6 x 255 positions, so a
  * needle further than that from the question cannot be found: the model answers something else. */
 static void check_all_sparse_misses_distant_keys(const char *name)
@@ -1080,6 +1102,7 @@ int lg_register_forward_cpu_tests(void)
     CU_add_test(s, "test_kjv_pg_llama_logits_greedy_and_nll_match_hf", test_kjv_pg_llama_logits_greedy_and_nll_match_hf);
     CU_add_test(s, "test_kjv_pg_longgen_matches_reference_under_its_plan", test_kjv_pg_longgen_matches_reference_under_its_plan);
     CU_add_test(s, "test_kjv_tiny_longgen_matches_reference_under_its_plan", test_kjv_tiny_longgen_matches_reference_under_its_plan);
+    CU_add_test(s, "test_unapplied_plan_beside_the_config_is_noted", test_unapplied_plan_beside_the_config_is_noted);
     CU_add_test(s, "test_all_sparse_longgen_models_miss_distant_keys", test_all_sparse_longgen_models_miss_distant_keys);
     CU_add_test(s, "test_sink_window_decode_matches_masked_dense_attention", test_sink_window_decode_matches_masked_dense_attention);
     CU_add_test(s, "test_block_strided_decode_matches_masked_dense_attention", test_block_strided_decode_matches_masked_dense_attention);
