@@ -8,9 +8,14 @@
 # identical. Exit 1 when any layout fails.
 #
 # usage: scripts/device-oracle.sh        (builds first: scripts/device-build.sh)
+#        LG_PREBUILT=DIR scripts/device-oracle.sh   (lg-convert and lg-eval already built, in DIR)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source scripts/device-build.sh
+if [ -n "${LG_PREBUILT:-}" ]; then
+  B=$LG_PREBUILT
+else
+  source scripts/device-build.sh
+fi
 set +e
 src=models/kjv-tiny-longgen
 work=$(mktemp -d /tmp/lg-device-oracle-XXXXXX)
