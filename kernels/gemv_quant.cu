@@ -901,9 +901,10 @@ __device__ __forceinline__ void q4row_rope_end(const q4row_epi &e, void *y, int 
 /* A block owns the 16-row tile blockIdx.x (rows are a multiple of 16: the codes are tiled) and its
  * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. With an epilogue
  * (EPI) a block owns two tiles (q4row_tile), walks them side by side on the same staged x (rounds
- * of half the steps) and hands the 16 pairs of sums to the epilogue; each sum is rounded to y's type first, so the
- * output is what lg_k_gemv_quant and then the kernel it replaces give, bit for bit where both get
- * the same warps a block (each warp's share of the steps, and so each sum, is then the same):
+ * of half the steps) and hands the 16 pairs of sums to the epilogue. Each sum is rounded to y's
+ * type first, so the output is what lg_k_gemv_quant and then the kernel it replaces give, bit for
+ * bit where both get the same warps a block (each warp's share of the steps, and so each sum, is
+ * then the same):
  *   Q4_GLU   decode's gate|up product: gate tile u and up tile u + gridDim.x, y = silu(gate) up
  *            (lg_k_swiglu);
  *   Q4_ROPE  decode's q|k|v product: RoPE and the cache writes of lg_k_rope_kv.
@@ -1168,7 +1169,8 @@ template <typename T, bool MINS, int CB, int NT, int MINB, int EPI>
 static void q4row_launch(unsigned blocks, size_t smem, cudaStream_t s, void *y, int y_dt,
                          const qparams &p, const T *x, int acc, const q4row_epi &e)
 {
-    /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R) */
+    /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R), halved
+     * for a block's two tiles: a warp holds as many bytes in flight */
     constexpr int PARTS = EPI == Q4_PLAIN ? 1 : 2, WORDS = CB / 4;
     constexpr int U0 = (MINB > 1 ? 4 : 8) / WORDS / PARTS, U = U0 < 1 ? 1 : U0;
     lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U, EPI>, blocks, NT, smem, s, y, y_dt, p, x,

@@ -89,7 +89,8 @@ int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *
  * gives, bit for bit under the same condition on the warps as lg_k_gemv_quant_glu (with
  * lg_k_gemv_quant_rope_kv_warps). Only the one-row kernel does this (q4 codes tiled with a group
  * of one window), with head_dim a multiple of 32; lg_k_gemv_quant_rope_kv_warps says whether it
- * takes the product (its warps a block, else 0). */
+ * takes the product (its warps a block, else 0). As lg_k_rope does, it reads pos and inv_freq
+ * while the kernel before it may still run: they must come from the host (a copy). */
 int lg_k_gemv_quant_rope_kv_warps(const lg_kqmat *w, const void *x, int n_heads, int n_kv_heads,
                                   int head_dim);
 int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *w, const void *x,

@@ -54,9 +54,9 @@ __device__ __forceinline__ float lg_silu_mul(float g, float u)
     return silu * u;
 }
 
-/* RoPE (elementwise.h, lg_k_rope): the cos and sin of pair i at position p (inv_freq = inv_freq[i]),
- * and the rotation of the pair (x0, x1) = (x[i], x[i + head_dim / 2]). In one place: the RoPE
- * kernel and the q|k|v product's epilogue (gemv_quant.cu) must agree bit for bit. */
+/* RoPE (elementwise.h, lg_k_rope): the cos and sin of pair i at position p (inv_freq is
+ * inv_freq[i]), and the rotation of the pair (x0, x1) = (x[i], x[i + head_dim / 2]). In one place:
+ * the RoPE kernel and the q|k|v product's epilogue (gemv_quant.cu) must agree bit for bit. */
 __device__ __forceinline__ void lg_rope_cs(int p, float inv_freq, float attn_scale, float *c,
                                            float *s)
 {
