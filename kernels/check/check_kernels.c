@@ -629,6 +629,17 @@ static void qmat_free(qmat_pair *m)
     cudaFree((void *)m->d.codes), cudaFree((void *)m->d.scales), cudaFree((void *)m->d.mins);
 }
 
+/* The CPU runtime's quantized matrix (the oracle) on m's host bytes. */
+static void qmat_cpu(lg_qmat *q, const qmat_pair *m)
+{
+    lg_err err;
+    if (lg_qmat_init(q, &m->t.scheme, (int)m->t.rows, (int)m->t.cols, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(2);
+    }
+    lg_qmat_set_rows(q, 0, &m->t, (int)m->t.rows);
+}
+
 /* "q4 g64 min", "q8 row", ... */
 static const char *scheme_name(const lg_quant_scheme *s, char *buf, size_t cap)
 {
@@ -677,12 +688,7 @@ static void check_gemv_quant(lg_kdtype idt, lg_kdtype ydt, int n, int M, int K,
     int ldx = K + 8, ldy = M + 3;
     float *x = rnd((size_t)n * ldx, 1.0f, 0.0f, idt), *y0 = rnd((size_t)n * ldy, 8.0f, 0.0f, ydt);
     lg_qmat q;
-    lg_err err;
-    if (lg_qmat_init(&q, &s, M, K, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(2);
-    }
-    lg_qmat_set_rows(&q, 0, &w.t, M);
+    qmat_cpu(&q, &w);
     float *ref = xmalloc((size_t)n * ldy * sizeof(float));
     memcpy(ref, y0, (size_t)n * ldy * sizeof(float)); /* keeps the padding defined */
     lg_qmat_matmul(NULL, ref, ldy, x, ldx, n, &q);
@@ -761,12 +767,7 @@ static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins
         return;
     }
     lg_qmat q;
-    lg_err err;
-    if (lg_qmat_init(&q, &s, 2 * F, K, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(2);
-    }
-    lg_qmat_set_rows(&q, 0, &w.t, 2 * F);
+    qmat_cpu(&q, &w);
     float *ab = xmalloc((size_t)2 * F * sizeof(float)), *ref = xmalloc((size_t)F * sizeof(float));
     lg_qmat_matmul(NULL, ab, 2 * F, x, K, 1, &q);
     round_to(ab, (size_t)2 * F, dt);
@@ -816,12 +817,7 @@ static void check_gemv_quant_rope_kv(lg_kdtype dt, int nh, int nkv, int hd, int 
     lg_rope_inv_freq(&rope, hd, 4096, 4096, inv, &attn_scale);
     int pos = with_pos ? (int)(next_u64() % 131072) : pos0;
     lg_qmat q;
-    lg_err err;
-    if (lg_qmat_init(&q, &s, R, K, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(2);
-    }
-    lg_qmat_set_rows(&q, 0, &w.t, R);
+    qmat_cpu(&q, &w);
     float *ref = xmalloc((size_t)R * sizeof(float));
     lg_qmat_matmul(NULL, ref, R, x, K, 1, &q);
     round_to(ref, (size_t)R, dt);
