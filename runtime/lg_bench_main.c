@@ -232,9 +232,7 @@ int main(int argc, char **argv)
         lg_model_free(m);
         return 1;
     }
-    char note[8448];
-    if (lg_model_plan_note(m, note, sizeof note))
-        fprintf(stderr, "lg-bench: note: %s\n", note);
+    lg_model_print_plan_note(m, "lg-bench");
     int rc = 0;
     for (int i = 0; i < n_ctx && rc == 0; i++)
         rc = bench_ctx(m, device, &eo, ctxs[i], (int)n_decode);

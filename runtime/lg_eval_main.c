@@ -67,9 +67,8 @@ static lg_model *open_model(const common_opts *c, lg_err *err)
         lg_model_free(m);
         return NULL;
     }
-    char note[8448];
-    if (m && lg_model_plan_note(m, note, sizeof note))
-        fprintf(stderr, "lg-eval: note: %s\n", note);
+    if (m)
+        lg_model_print_plan_note(m, "lg-eval");
     return m;
 }
 

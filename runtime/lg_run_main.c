@@ -126,9 +126,7 @@ int main(int argc, char **argv)
         rc = -1;
         goto done;
     }
-    char note[8448];
-    if (lg_model_plan_note(m, note, sizeof note))
-        fprintf(stderr, "lg-run: note: %s\n", note);
+    lg_model_print_plan_note(m, "lg-run");
     int total = n_prompt + (int)n_new;
     lg_engine_opts eo = {.max_seq = total, .tp = tp, .dtype = dtype};
     s = lg_engine_new(m, device, &eo, &err);

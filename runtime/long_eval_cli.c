@@ -232,9 +232,9 @@ static int load_model(const run_opts *o, const char *cmd, lg_model **m, lg_token
         fprintf(stderr, "lg-eval %s: %s\n", cmd, err.msg);
         return 1;
     }
-    char note[8448];
-    if (lg_model_plan_note(*m, note, sizeof note))
-        fprintf(stderr, "lg-eval %s: note: %s\n", cmd, note);
+    char who[64];
+    snprintf(who, sizeof who, "lg-eval %s", cmd);
+    lg_model_print_plan_note(*m, who);
     /* these evaluations build text prompts, so a checkpoint used through token ids alone (like the
      * tiny-llama-fp16 and stories260K fixtures) cannot run them; a tokenizer of a larger vocabulary
      * would feed the model ids past its embedding table */

@@ -407,6 +407,13 @@ const char *lg_model_plan_note(const lg_model *m, char *buf, size_t cap)
     return buf;
 }
 
+void lg_model_print_plan_note(const lg_model *m, const char *who)
+{
+    char note[8448];
+    if (lg_model_plan_note(m, note, sizeof note))
+        fprintf(stderr, "%s: note: %s\n", who, note);
+}
+
 int lg_model_load_plan(lg_model *m, const char *plan_path, lg_err *err)
 {
     lg_layer_attn *layers = calloc((size_t)m->n_layers, sizeof *layers);

@@ -70,9 +70,11 @@ const lg_st_tensor *lg_model_need_tensor(const lg_checkpoint *ck, const char *na
 
 /* When the model runs without a plan (every layer full) although DIR holds a longgen_plan.json (as
  * a LongGen fixture's Hugging Face folder does: lg-convert --plan writes the plan into the config),
- * a note for the user saying so and how to apply it, in buf; else NULL. Tools print it: run
- * silently, such a model gives results that match neither the plan's reference nor a warning. */
+ * a note for the user saying so and how to apply it, in buf; else NULL. Without it such a model
+ * silently runs full attention and misses the references made under its plan.
+ * lg_model_print_plan_note: the note, if any, on stderr as "WHO: note: ...". */
 const char *lg_model_plan_note(const lg_model *m, char *buf, size_t cap);
+void lg_model_print_plan_note(const lg_model *m, const char *who);
 
 /* Replaces the attention plan (n_layers entries, checked). Forward states made afterwards use it;
  * existing states keep the plan they were made with. */
