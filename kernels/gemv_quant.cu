@@ -35,8 +35,10 @@
  * (rows g, g + 8) and in B (x's row g), so the natural order of codes and of x is kept and x needs
  * no shuffling.
  *
- * Products of one row of x (decode's) on tiled q4 codes take a kernel of their own, q4row_kernel:
- * the same walk with the scales and x staged in shared memory and fewer instructions a step.
+ * Products of one row of x (decode's) on tiled q4 codes, and on tiled q8 codes with a scale per
+ * row, take a kernel of their own, qrow_kernel: the same walk with x (and q4's scales) staged in
+ * shared memory and fewer instructions a step; it also fuses SwiGLU and RoPE into decode's
+ * products.
  *
  * The scalar kernel (any shape, any alignment) and the dequantization decode each element as
  * lg_quant_dequant_rows does, in float32, from either layout (code_offset). CPU twins:
@@ -101,6 +103,11 @@ struct qparams {
 static bool is_q4(const lg_kqmat *w)
 {
     return w->method == LG_KQ_Q4;
+}
+
+static const char *method_name(const lg_kqmat *w)
+{
+    return w->method == LG_KQ_Q8 ? "q8" : w->method == LG_KQ_Q4 ? "q4" : "fp8";
 }
 
 extern "C" size_t lg_kqmat_row_bytes(const lg_kqmat *w)
@@ -643,16 +650,17 @@ __global__ void __launch_bounds__(NT, MINB)
     }
 }
 
-/* ---------------------------------------------------------------- GEMV of one row of x, q4 */
+/* ---------------------------------------------------------------- GEMV of one row of x */
 
-/* The decode's product, one row of x, on tiled q4 codes whose group is one window: qgemv_mma_kernel
- * with what a step costs cut where one row of x allows it. On an H100 it took q4 g64 with mins from
- * 13.0 to 10.9 us on 11008 x 4096, 12.7 to 10.2 on 4096 x 11008 and 33.6 to 26.9 on 32000 x 4096
- * (docs/BENCHMARKS.md).
+/* The decode's product, one row of x, on tiled q4 codes whose group is one window, or tiled q8
+ * codes with a scale per row (q8row_walk): qgemv_mma_kernel with what a step costs cut where one
+ * row of x allows it. On an H100 it took q4 g64 with mins from 13.0 to 10.9 us on 11008 x 4096,
+ * 12.7 to 10.2 on 4096 x 11008 and 33.6 to 26.9 on 32000 x 4096, and q8 from 18.3 to 17.0 us on
+ * 4096 x 11008 and 48.3 to 44.8 on 32000 x 4096 (docs/BENCHMARKS.md). For q4:
  *   - Scales and mins are staged in shared memory once per warp (q4row_stage) instead of four
  *     2-byte loads of 8 rows at every step: those were 8 sectors a load for 16 bytes, 43% of the
  *     kernel's sectors, and a warp waited on them at each step. So is the warp's part of x, after
- *     the wait (q4row_stage_x), instead of two 16-byte loads from L1 a step.
+ *     the wait (qrow_stage_x), instead of two 16-byte loads from L1 a step.
  *   - A word's four column pairs feed two mmas, "lo" (columns 0-3) and "hi" (4-7): the tiled
  *     order (q4_tiled_nibble) puts them in nibbles (0, 4), (2, 6) and (1, 5), (3, 7). In float16
  *     a hi pair is masked where it sits, 4 bits up, under the exponent of 64, whose mantissa step
@@ -689,7 +697,7 @@ template <> struct q4row_codec<__nv_bfloat16> {
 
 /* c = a b (ZERO: from the zero register) or c += a b */
 template <typename T, bool ZERO>
-__device__ __forceinline__ void q4row_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+__device__ __forceinline__ void qrow_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
 {
     if constexpr (!ZERO) {
         lg_mma16816<T>(c, a, b0, b1);
@@ -732,21 +740,21 @@ __device__ __forceinline__ void q4row_stage(uint2 *sm, int stride, const qparams
 }
 
 /* A warp's steps at most, and the staged words a row of it takes: those, made odd. */
-__host__ __device__ __forceinline__ int q4row_steps(int steps, int warps)
+__host__ __device__ __forceinline__ int qrow_steps(int steps, int warps)
 {
     return (steps + warps - 1) / warps;
 }
 
-__host__ __device__ __forceinline__ int q4row_stride(int steps, int warps)
+__host__ __device__ __forceinline__ int qrow_stride(int steps, int warps)
 {
-    return q4row_steps(steps, warps) | 1;
+    return qrow_steps(steps, warps) | 1;
 }
 
 /* A warp's n columns of x into shared memory, after the wait (an earlier kernel writes x): 16-byte
  * pieces, up to 4 a lane loaded before any is stored. Read from L1 at each step instead, x cost the
  * down projection 7% (10.9 against 10.2 us on an H100). */
 template <typename T>
-__device__ __forceinline__ void q4row_stage_x(T *xs, const T *x, int n, int lane)
+__device__ __forceinline__ void qrow_stage_x(T *xs, const T *x, int n, int lane)
 {
     const uint4 *src = reinterpret_cast<const uint4 *>(x);
     uint4 *dst = reinterpret_cast<uint4 *>(xs);
@@ -766,21 +774,19 @@ __device__ __forceinline__ void q4row_stage_x(T *xs, const T *x, int n, int lane
 }
 
 /* One round of U steps of a lane: codes of rows g (a) and g + 8 (b). */
-template <int CB, int U> struct q4row_round {
+template <int CB, int U> struct qrow_round {
     uint32_t ka[U][CB / 4], kb[U][CB / 4];
 };
 
-template <typename T, bool MINS, int CB, int U> struct q4row_walk {
-    static constexpr int WORDS = CB / 4, KC = 2 * CB, WIN = 4 * KC;
+/* A lane's walk over the codes of its two rows, a round of U steps at a time: the tile-major layout
+ * (gemv_quant.h) is the same in bytes for q4 and q8. */
+template <int CB, int U> struct qrow_codes {
     /* row a's chunk of codes at the walk's first step: bytes from the matrix's base (a uniform
      * register), 32 bits as qwalk keeps them */
     uint32_t co;
-    const uint2 *sm; /* the lane's rows' staged scales, from the walk's first step */
-    const T *xs;     /* the walk's columns of x, staged */
-    int q, steps;
-    float sum_a, sum_b;
+    int steps;
 
-    __device__ __forceinline__ void load(const qparams &p, q4row_round<CB, U> &r, int s0)
+    __device__ __forceinline__ void load(const qparams &p, qrow_round<CB, U> &r, int s0)
     {
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -792,15 +798,36 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
             }
         }
     }
+};
 
-    __device__ __forceinline__ void compute(const q4row_round<CB, U> &r, int s0)
+/* q4, a group one window: every step ends a group, scaled from the staged scales and mins. */
+template <typename T, bool MINS, int CB, int U> struct q4row_walk : qrow_codes<CB, U> {
+    static constexpr int WORDS = CB / 4, KC = 2 * CB, WIN = 4 * KC;
+    static constexpr bool STAGED = true; /* scales (and mins) in shared memory, q4row_stage */
+    const uint2 *sm; /* the lane's rows' staged scales, from the walk's first step */
+    const T *xs;     /* the walk's columns of x, staged */
+    int q;
+    float sum_a, sum_b;
+
+    /* the walk's scales (and mins) of tile rows into sm_warp, this warp's words (8 rows of stride
+     * words); the walk starts at step s_begin of the row */
+    __device__ __forceinline__ void stage(uint2 *sm_warp, int stride, const qparams &p,
+                                          unsigned tile, int s_begin, int lane)
+    {
+        const uint32_t si = (uint32_t)(tile * QG_ROWS) * (uint32_t)p.n_groups + (uint32_t)s_begin;
+        q4row_stage<MINS>(sm_warp, stride, p, si, this->steps, lane);
+        sm = sm_warp + (lane >> 2) * stride;
+        sum_a = sum_b = 0.0f;
+    }
+
+    __device__ __forceinline__ void compute(const qrow_round<CB, U> &r, int s0)
     {
         typedef q4row_codec<T> D;
         const uint32_t ones[4] = {qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES, qtype<T>::ONES};
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int s = s0 + u;
-            if (s >= steps)
+            if (s >= this->steps)
                 break;
             uint32_t xv[CB];
             const uint4 *x4 = reinterpret_cast<const uint4 *>(xs + (s * WIN + q * KC));
@@ -820,15 +847,15 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
                 const uint32_t ahi[4] = {ha[0], hb[0], ha[1], hb[1]};
                 const uint32_t *xw = xv + 4 * i; /* columns 0-1, 2-3 (lo), 4-5, 6-7 (hi) */
                 if (i == 0) {
-                    q4row_mma<T, true>(acc, alo, xw[0], xw[1]);
-                    q4row_mma<T, true>(xl, ones, xw[0], xw[1]);
-                    q4row_mma<T, true>(xh, ones, xw[2], xw[3]);
+                    qrow_mma<T, true>(acc, alo, xw[0], xw[1]);
+                    qrow_mma<T, true>(xl, ones, xw[0], xw[1]);
+                    qrow_mma<T, true>(xh, ones, xw[2], xw[3]);
                 } else {
-                    q4row_mma<T, false>(acc, alo, xw[0], xw[1]);
-                    q4row_mma<T, false>(xl, ones, xw[0], xw[1]);
-                    q4row_mma<T, false>(xh, ones, xw[2], xw[3]);
+                    qrow_mma<T, false>(acc, alo, xw[0], xw[1]);
+                    qrow_mma<T, false>(xl, ones, xw[0], xw[1]);
+                    qrow_mma<T, false>(xh, ones, xw[2], xw[3]);
                 }
-                q4row_mma<T, false>(acc, ahi, xw[2], xw[3]);
+                qrow_mma<T, false>(acc, ahi, xw[2], xw[3]);
             }
             const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&sv.x));
             const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&sv.y));
@@ -841,15 +868,83 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk {
             sum_b = fmaf(fmaf(-D::OFF_HI, b.x, mb), xh[2], sum_b);
         }
     }
+
+    __device__ __forceinline__ void finish() {}
 };
 
-/* What the one-row kernel does with its sums (q4row_kernel). */
-enum { Q4_PLAIN = 0, Q4_GLU = 1, Q4_ROPE = 2 };
+/* q8 with a scale per row: the codes decode as qgemv_mma_kernel's (qcodec: exact integers), the
+ * mma's float32 sums run over the whole walk and the row's scale is applied once at its end, as
+ * qgemv_mma_kernel does for a group that long. So no scale is read while the walk runs, and there
+ * is nothing to stage but x. */
+template <typename T, int CB, int U> struct q8row_walk : qrow_codes<CB, U> {
+    static constexpr int WORDS = CB / 4, KC = CB, WIN = 4 * KC;
+    static constexpr bool STAGED = false;
+    const T *xs;
+    int q;
+    unsigned short sa, sb; /* the rows' scales, raw: converted after the walk */
+    float acc[4];
+    float sum_a, sum_b;
 
-/* Q4_ROPE's arguments: the q|k|v product of lg_k_gemv_quant_rope_kv. A unit (a block's two tiles)
+    /* the scales of the lane's rows of tile (n_groups is 1) */
+    __device__ __forceinline__ void stage(uint2 *, int, const qparams &p, unsigned tile, int,
+                                          int lane)
+    {
+        const uint32_t ra = (uint32_t)(tile * QG_ROWS) + (uint32_t)(lane >> 2);
+        sa = ld_raw<unsigned short>(p.scales, ra);
+        sb = ld_raw<unsigned short>(p.scales, ra + 8);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            acc[i] = 0.0f;
+    }
+
+    __device__ __forceinline__ void compute(const qrow_round<CB, U> &r, int s0)
+    {
+        typedef qcodec<T, QM_Q8> D;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + u;
+            if (s >= this->steps)
+                break;
+            uint32_t xv[CB / 2];
+            const uint4 *x4 = reinterpret_cast<const uint4 *>(xs + (s * WIN + q * KC));
+#pragma unroll
+            for (int i = 0; i < CB / 8; i++) {
+                const uint4 v = x4[i];
+                xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
+            }
+#pragma unroll
+            for (int i = 0; i < WORDS; i++) { /* word i: columns 4i..4i+3, x words 2i, 2i + 1 */
+                uint32_t pa[2], pb[2];
+                D::decode(r.ka[u][i], pa);
+                D::decode(r.kb[u][i], pb);
+                const uint32_t a[4] = {pa[0], pb[0], pa[1], pb[1]};
+                lg_mma16816<T>(acc, a, xv[2 * i], xv[2 * i + 1]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ void finish()
+    {
+        sum_a = raw_to_f32(sa) * acc[0];
+        sum_b = raw_to_f32(sb) * acc[2];
+    }
+};
+
+/* The one-row kernel's walk for method M (QM_Q8, QM_Q4 or QM_Q4_MINS). */
+template <typename T, int M, int CB, int U> struct qrow_walk_of {
+    typedef q4row_walk<T, M == QM_Q4_MINS, CB, U> type;
+};
+template <typename T, int CB, int U> struct qrow_walk_of<T, QM_Q8, CB, U> {
+    typedef q8row_walk<T, CB, U> type;
+};
+
+/* What the one-row kernel does with its sums (qrow_kernel). */
+enum { ROW_PLAIN = 0, ROW_GLU = 1, ROW_ROPE = 2 };
+
+/* ROW_ROPE's arguments: the q|k|v product of lg_k_gemv_quant_rope_kv. A unit (a block's two tiles)
  * is, for the first rope_units, tiles j and j + half_tiles of one q or k head (rows i and
  * i + head_dim / 2 for i in the tile's 16), then two consecutive tiles of v. */
-struct q4row_epi {
+struct qrow_epi {
     int rope_units, half_tiles, q_rows, kv_dim;
     const int *pos;
     int pos0;
@@ -860,11 +955,11 @@ struct q4row_epi {
 
 /* The tile of part k (0 or 1) of unit u. */
 template <int EPI>
-__device__ __forceinline__ unsigned q4row_tile(const q4row_epi &e, unsigned u, int k)
+__device__ __forceinline__ unsigned qrow_tile(const qrow_epi &e, unsigned u, int k)
 {
-    if constexpr (EPI == Q4_GLU)
+    if constexpr (EPI == ROW_GLU)
         return u + (unsigned)k * gridDim.x;
-    if constexpr (EPI == Q4_ROPE) {
+    if constexpr (EPI == ROW_ROPE) {
         const unsigned ru = (unsigned)e.rope_units, ht = (unsigned)e.half_tiles;
         if (u < ru)
             return u / ht * 2 * ht + u % ht + (unsigned)k * ht;
@@ -873,13 +968,13 @@ __device__ __forceinline__ unsigned q4row_tile(const q4row_epi &e, unsigned u, i
     return u;
 }
 
-/* Q4_ROPE's end for row r of a unit: the sums a and b of its two tiles rounded to y's type, as
+/* ROW_ROPE's end for row r of a unit: the sums a and b of its two tiles rounded to y's type, as
  * lg_k_gemv_quant would store them, then as lg_k_rope_kv treats those rows: a q or k pair rotated
  * (c, s: its cos and sin), k and v also written to the row's cache slot. */
-__device__ __forceinline__ void q4row_rope_end(const q4row_epi &e, void *y, int dt, unsigned u,
+__device__ __forceinline__ void qrow_rope_end(const qrow_epi &e, void *y, int dt, unsigned u,
                                                int r, float a, float b, float c, float s)
 {
-    const unsigned t0 = q4row_tile<Q4_ROPE>(e, u, 0), t1 = q4row_tile<Q4_ROPE>(e, u, 1);
+    const unsigned t0 = qrow_tile<ROW_ROPE>(e, u, 0), t1 = qrow_tile<ROW_ROPE>(e, u, 1);
     const int row0 = (int)t0 * QG_ROWS + r, row1 = (int)t1 * QG_ROWS + r;
     float y0 = lg_round_to(dt, a), y1 = lg_round_to(dt, b);
     if (u < (unsigned)e.rope_units)
@@ -900,56 +995,52 @@ __device__ __forceinline__ void q4row_rope_end(const q4row_epi &e, void *y, int 
 
 /* A block owns the 16-row tile blockIdx.x (rows are a multiple of 16: the codes are tiled) and its
  * warps split the steps, as in qgemv_mma_kernel; two rounds of codes in flight. With an epilogue
- * (EPI) a block owns two tiles (q4row_tile), walks them side by side on the same staged x (rounds
+ * (EPI) a block owns two tiles (qrow_tile), walks them side by side on the same staged x (rounds
  * of half the steps) and hands the 16 pairs of sums to the epilogue. Each sum is rounded to y's
  * type first, so the output is what lg_k_gemv_quant and then the kernel it replaces give, bit for
  * bit where both get the same warps a block (each warp's share of the steps, and so each sum, is
  * then the same):
- *   Q4_GLU   decode's gate|up product: gate tile u and up tile u + gridDim.x, y = silu(gate) up
+ *   ROW_GLU   decode's gate|up product: gate tile u and up tile u + gridDim.x, y = silu(gate) up
  *            (lg_k_swiglu);
- *   Q4_ROPE  decode's q|k|v product: RoPE and the cache writes of lg_k_rope_kv.
+ *   ROW_ROPE  decode's q|k|v product: RoPE and the cache writes of lg_k_rope_kv.
  * Either saves a kernel, and the round trip of the product through memory, a layer. */
-template <typename T, bool MINS, int CB, int NT, int MINB, int U, int EPI>
+template <typename T, int M, int CB, int NT, int MINB, int U, int EPI>
 __global__ void __launch_bounds__(NT, MINB)
-    q4row_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate,
-                 q4row_epi e)
+    qrow_kernel(void *y, int y_dt, qparams p, const T *__restrict__ x, int accumulate,
+                qrow_epi e)
 {
-    typedef q4row_walk<T, MINS, CB, U> Wk;
-    constexpr int PARTS = EPI == Q4_PLAIN ? 1 : 2;
+    typedef typename qrow_walk_of<T, M, CB, U>::type Wk;
+    constexpr int PARTS = EPI == ROW_PLAIN ? 1 : 2;
     __shared__ float red[NT / 32][PARTS * QG_ROWS];
-    /* scales [parts][warps][8][stride], then x [warps][steps][WIN] */
+    /* scales [parts][warps][8][stride] (q4 only), then x [warps][steps][WIN] */
     extern __shared__ uint2 staged[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = NT / 32;
     const int g = lane >> 2, q = lane & 3;
     const int steps = p.cols / Wk::WIN;
     const int s_begin = (int)((long long)steps * warp / warps);
     const int s_end = (int)((long long)steps * (warp + 1) / warps);
-    const int stride = q4row_stride(steps, warps);
+    const int stride = Wk::STAGED ? qrow_stride(steps, warps) : 0;
     T *xs = reinterpret_cast<T *>(staged + (size_t)PARTS * warps * 8 * stride) +
-            (size_t)warp * q4row_steps(steps, warps) * Wk::WIN;
+            (size_t)warp * qrow_steps(steps, warps) * Wk::WIN;
     Wk w[PARTS];
-    q4row_round<CB, U> r0[PARTS], r1[PARTS];
+    qrow_round<CB, U> r0[PARTS], r1[PARTS];
 #pragma unroll
     for (int k = 0; k < PARTS; k++) {
-        const unsigned tile = q4row_tile<EPI>(e, blockIdx.x, k);
+        const unsigned tile = qrow_tile<EPI>(e, blockIdx.x, k);
         w[k].q = q;
         w[k].xs = xs;
         w[k].steps = s_end - s_begin;
-        w[k].sm = staged + ((size_t)k * warps + warp) * 8 * stride + g * stride;
-        w[k].sum_a = w[k].sum_b = 0.0f;
         w[k].co = (tile * (uint32_t)steps + (uint32_t)s_begin) * (64 * CB) + (uint32_t)lane * CB;
         w[k].load(p, r0[k], 0);
         w[k].load(p, r1[k], U);
     }
 #pragma unroll
     for (int k = 0; k < PARTS; k++)
-        q4row_stage<MINS>(staged + ((size_t)k * warps + warp) * 8 * stride, stride, p,
-                          (uint32_t)(q4row_tile<EPI>(e, blockIdx.x, k) * QG_ROWS) *
-                                  (uint32_t)p.n_groups + (uint32_t)s_begin,
-                          s_end - s_begin, lane);
+        w[k].stage(staged + ((size_t)k * warps + warp) * 8 * stride, stride, p,
+                   qrow_tile<EPI>(e, blockIdx.x, k), s_begin, lane);
     /* RoPE's angle before the wait: positions and inv_freq come from the host */
     float rc = 0.0f, rs = 0.0f;
-    if constexpr (EPI == Q4_ROPE) {
+    if constexpr (EPI == ROW_ROPE) {
         const unsigned ht = (unsigned)e.half_tiles;
         if (threadIdx.x < QG_ROWS && blockIdx.x < (unsigned)e.rope_units)
             lg_rope_cs(e.pos ? e.pos[0] : e.pos0,
@@ -958,7 +1049,7 @@ __global__ void __launch_bounds__(NT, MINB)
     }
     lg_pdl_wait();
     lg_pdl_trigger();
-    q4row_stage_x(xs, x + (size_t)s_begin * Wk::WIN, (s_end - s_begin) * Wk::WIN, lane);
+    qrow_stage_x(xs, x + (size_t)s_begin * Wk::WIN, (s_end - s_begin) * Wk::WIN, lane);
     /* the parts' walks side by side, so that both tiles' codes are in flight at every step */
     const int n_steps = s_end - s_begin;
     for (int s0 = 0; s0 < n_steps; s0 += 2 * U) {
@@ -977,6 +1068,9 @@ __global__ void __launch_bounds__(NT, MINB)
         for (int k = 0; k < PARTS; k++)
             w[k].load(p, r1[k], s0 + 3 * U);
     }
+#pragma unroll
+    for (int k = 0; k < PARTS; k++)
+        w[k].finish();
     if (q == 0) {
 #pragma unroll
         for (int k = 0; k < PARTS; k++) {
@@ -994,11 +1088,11 @@ __global__ void __launch_bounds__(NT, MINB)
             for (int i = 0; i < warps; i++)
                 sum[k] += red[i][k * QG_ROWS + threadIdx.x];
         }
-        if constexpr (EPI == Q4_GLU) {
+        if constexpr (EPI == ROW_GLU) {
             const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
             lg_st(y, y_dt, o, lg_silu_mul(lg_round_to(y_dt, sum[0]), lg_round_to(y_dt, sum[1])));
-        } else if constexpr (EPI == Q4_ROPE) {
-            q4row_rope_end(e, y, y_dt, blockIdx.x, (int)threadIdx.x, sum[0], sum[1], rc, rs);
+        } else if constexpr (EPI == ROW_ROPE) {
+            qrow_rope_end(e, y, y_dt, blockIdx.x, (int)threadIdx.x, sum[0], sum[1], rc, rs);
         } else {
             const size_t o = (size_t)blockIdx.x * QG_ROWS + threadIdx.x;
             lg_st(y, y_dt, o, accumulate ? lg_ld(y, y_dt, o) + sum[0] : sum[0]);
@@ -1133,84 +1227,109 @@ static int qg_windows(bool q4, int cols, int cb)
     return cols / (4 * (q4 ? 2 * cb : cb));
 }
 
-/* 1: q4 products of one row of x on tiled codes take q4row_kernel (lg_k_gemv_quant_set_one_row) */
+/* 1: q4 products of one row of x on tiled codes take qrow_kernel (lg_k_gemv_quant_set_one_row) */
 static int qg_one_row = 1;
 
+/* The one-row kernel's method for w at load width cb, or -1 when it does not take w: q4 codes tiled
+ * for cb with a group of one window (8 cb columns), or q8 ones tiled for 16-byte loads with a scale
+ * per row. */
+static int qrow_method(const lg_kqmat *w, int cb)
+{
+    if (!cb || w->tiled != cb)
+        return -1;
+    if (is_q4(w) && w->group == 8 * cb)
+        return w->mins ? QM_Q4_MINS : QM_Q4;
+    if (w->method == LG_KQ_Q8 && w->group == 0 && cb == 16)
+        return QM_Q8;
+    return -1;
+}
+
 /* The one-row kernel's warps a block for these arguments (blocks an SM in *minb, shared memory in
- * *smem), or 0 when qgemv_mma takes the product: q4 codes tiled for load width cb, a group one
- * window, no variant forced on the tensor-core kernel. With 3 tiles an SM or more, blocks of 4
- * warps, 6 an SM, as qgemv_mma's (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most
- * 2, blocks of 16 warps, 2 an SM (64 registers): on an H100 the down projection (256 tiles of 172
- * steps) took 11.0 us instead of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2.
- * pairs: a block two tiles (an epilogue's: q4row_kernel), the warps chosen for the blocks: with
+ * *smem), or 0 when qgemv_mma takes the product: a matrix qrow_method takes, no variant forced on
+ * the tensor-core kernel. With 3 tiles an SM or more, blocks of 4 warps, 6 an SM, as qgemv_mma's
+ * (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most 2, blocks of 16 warps, 2 an SM
+ * (64 registers): on an H100 the q4 down projection (256 tiles of 172 steps) took 11.0 us instead
+ * of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. A q8 tile is as many bytes a
+ * step as a q4 one (16 a lane and row), so the same rules hold; but a plain q8 product of 3 to 6
+ * tiles an SM stays on the tensor-core kernel, whose persistent capped blocks were faster there
+ * (on an H100, 11008 x 4096 17.8 us against 18.6, 12288 x 4096 18.9 against 20.3; with 2 tiles an
+ * SM or 10 and more the one-row kernel was 7-10% faster: docs/BENCHMARKS.md).
+ * pairs: a block two tiles (an epilogue's: qrow_kernel), the warps chosen for the blocks: with
  * them chosen for the tiles (the plain product's warps, and its sums bit for bit), the q|k|v
  * product's 384 blocks of 4 warps left an H100 half full, and its token 4% slower than with the
  * RoPE kernel (docs/BENCHMARKS.md). */
-static int q4row_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *smem)
+static int qrow_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *smem)
 {
-    if (!qg_one_row || qg_warps != -1 || qg_min_blocks != 0 || !cb || !is_q4(w) ||
-        w->tiled != cb || w->group != 8 * cb || (pairs && w->rows % (2 * QG_ROWS) != 0))
+    const int method = qrow_method(w, cb);
+    if (!qg_one_row || qg_warps != -1 || qg_min_blocks != 0 || method < 0 ||
+        (pairs && w->rows % (2 * QG_ROWS) != 0))
         return 0;
     const unsigned tiles = (unsigned)(w->rows / QG_ROWS / (pairs ? 2 : 1));
     const unsigned sms = (unsigned)lg_sm_count();
+    if (method == QM_Q8 && !pairs && tiles >= 3u * sms && tiles <= 6u * sms)
+        return 0;
     int warps = 4;
     *minb = 6;
     if (tiles <= 2u * sms)
         warps = 16, *minb = 2;
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;
-    const int steps = w->cols / (8 * cb);
-    *smem = (size_t)warps * ((pairs ? 2 : 1) * 8 * q4row_stride(steps, warps) * sizeof(uint2) +
-                             (size_t)q4row_steps(steps, warps) * 8 * cb * 2);
+    const bool q4 = method != QM_Q8;
+    const int win = (q4 ? 8 : 4) * cb, steps = w->cols / win;
+    const size_t scale_words = q4 ? (size_t)(pairs ? 2 : 1) * 8 * qrow_stride(steps, warps) : 0;
+    *smem = (size_t)warps *
+            (scale_words * sizeof(uint2) + (size_t)qrow_steps(steps, warps) * win * 2);
     return *smem <= 48 * 1024 ? warps : 0;
 }
 
-template <typename T, bool MINS, int CB, int NT, int MINB, int EPI>
-static void q4row_launch(unsigned blocks, size_t smem, cudaStream_t s, void *y, int y_dt,
-                         const qparams &p, const T *x, int acc, const q4row_epi &e)
+template <typename T, int M, int CB, int NT, int MINB, int EPI>
+static void qrow_launch(unsigned blocks, size_t smem, cudaStream_t s, void *y, int y_dt,
+                        const qparams &p, const T *x, int acc, const qrow_epi &e)
 {
     /* rounds of 8 words of codes a lane and row, 4 under a register cap (as qgeom's R), halved
      * for a block's two tiles: a warp holds as many bytes in flight */
-    constexpr int PARTS = EPI == Q4_PLAIN ? 1 : 2, WORDS = CB / 4;
+    constexpr int PARTS = EPI == ROW_PLAIN ? 1 : 2, WORDS = CB / 4;
     constexpr int U0 = (MINB > 1 ? 4 : 8) / WORDS / PARTS, U = U0 < 1 ? 1 : U0;
-    lg_launch_pdl(q4row_kernel<T, MINS, CB, NT, MINB, U, EPI>, blocks, NT, smem, s, y, y_dt, p, x,
+    lg_launch_pdl(qrow_kernel<T, M, CB, NT, MINB, U, EPI>, blocks, NT, smem, s, y, y_dt, p, x,
                   acc, e);
 }
 
-/* The one-row kernel with epilogue EPI, if q4row_warps takes the product (else false, nothing
+/* The one-row kernel with epilogue EPI, if qrow_warps takes the product (else false, nothing
  * launched). */
 template <typename T, int EPI>
-static bool q4row_dispatch(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt,
-                           const T *x, int acc, const q4row_epi &e, cudaStream_t s)
+static bool qrow_dispatch(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt,
+                          const T *x, int acc, const qrow_epi &e, cudaStream_t s)
 {
     int minb = 0;
     size_t smem = 0;
-    const int warps = q4row_warps(w, cb, EPI != Q4_PLAIN, &minb, &smem);
+    const int warps = qrow_warps(w, cb, EPI != ROW_PLAIN, &minb, &smem);
     if (!warps)
         return false;
-    const unsigned blocks = (unsigned)(p.rows / QG_ROWS / (EPI != Q4_PLAIN ? 2 : 1));
-#define Q4ROW_AT(MINS_, CB_)                                                                      \
-    if ((w->mins != NULL) == MINS_ && cb == CB_) {                                                \
+    const int method = qrow_method(w, cb);
+    const unsigned blocks = (unsigned)(p.rows / QG_ROWS / (EPI != ROW_PLAIN ? 2 : 1));
+#define QROW_AT(M_, CB_)                                                                          \
+    if (method == M_ && cb == CB_) {                                                              \
         if (warps == 16)                                                                          \
-            q4row_launch<T, MINS_, CB_, 512, 2, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
+            qrow_launch<T, M_, CB_, 512, 2, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);         \
         else if (warps == 8)                                                                      \
-            q4row_launch<T, MINS_, CB_, 256, 3, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
+            qrow_launch<T, M_, CB_, 256, 3, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);         \
         else                                                                                      \
-            q4row_launch<T, MINS_, CB_, 128, 6, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);     \
+            qrow_launch<T, M_, CB_, 128, 6, EPI>(blocks, smem, s, y, y_dt, p, x, acc, e);         \
         return true;                                                                              \
     }
-    Q4ROW_AT(true, 16) Q4ROW_AT(true, 8) Q4ROW_AT(true, 4)
-    Q4ROW_AT(false, 16) Q4ROW_AT(false, 8) Q4ROW_AT(false, 4)
-#undef Q4ROW_AT
+    QROW_AT(QM_Q4_MINS, 16) QROW_AT(QM_Q4_MINS, 8) QROW_AT(QM_Q4_MINS, 4)
+    QROW_AT(QM_Q4, 16) QROW_AT(QM_Q4, 8) QROW_AT(QM_Q4, 4)
+    QROW_AT(QM_Q8, 16)
+#undef QROW_AT
     return false;
 }
 
-/* The product of one row of x on the one-row kernel, if q4row_warps takes it. */
+/* The product of one row of x on the one-row kernel, if qrow_warps takes it. */
 template <typename T>
-static bool qgemv_q4row(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt, const T *x,
+static bool qgemv_row(const lg_kqmat *w, int cb, const qparams &p, void *y, int y_dt, const T *x,
                         int acc, cudaStream_t s)
 {
-    return q4row_dispatch<T, Q4_PLAIN>(w, cb, p, y, y_dt, x, acc, q4row_epi(), s);
+    return qrow_dispatch<T, ROW_PLAIN>(w, cb, p, y, y_dt, x, acc, qrow_epi(), s);
 }
 
 template <typename T>
@@ -1287,7 +1406,7 @@ static void qgemv_launch(const lg_kqmat *w, int cb, void *y, int y_dt, int ldy, 
         int nt = n - t0 < QG_TOKENS ? n - t0 : QG_TOKENS;
         void *yt = (char *)y + (size_t)t0 * ldy * ysz;
         const T *xt = (const T *)x + (size_t)t0 * ldx;
-        if (nt == 1 && qgemv_q4row<T>(w, cb, p, yt, y_dt, xt, acc, s))
+        if (nt == 1 && qgemv_row<T>(w, cb, p, yt, y_dt, xt, acc, s))
             continue;
         if (cb) {
             unsigned blocks = (unsigned)((w->rows + QG_ROWS - 1) / QG_ROWS);
@@ -1313,7 +1432,7 @@ extern "C" int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, i
 {
     int minb = 0;
     size_t smem = 0;
-    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, ldx), false, &minb, &smem);
+    return qrow_warps(w, lg_k_gemv_quant_load_bytes(w, x, ldx), false, &minb, &smem);
 }
 
 extern "C" int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x)
@@ -1321,7 +1440,7 @@ extern "C" int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x)
     int minb = 0;
     size_t smem = 0;
     /* one row of x: only its alignment counts, not ldx */
-    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
+    return qrow_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
 }
 
 extern "C" void lg_k_gemv_quant_set_one_row(int on)
@@ -1382,16 +1501,16 @@ extern "C" int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, c
                          (int)x_dt, (int)y_dt);
     if (!lg_k_gemv_quant_glu_warps(w, x))
         return lg_k_fail("%s: the fused kernel does not take this matrix (%s, %d x %d, group %d, "
-                         "tiled %d)", who, is_q4(w) ? "q4" : "not q4", w->rows, w->cols, w->group,
+                         "tiled %d)", who, method_name(w), w->rows, w->cols, w->group,
                          w->tiled);
     const int cb = w->tiled;
     const qparams p = params_of(w);
     cudaStream_t s = LG_CUDA_STREAM(stream);
     if (x_dt == LG_KDT_F16)
-        q4row_dispatch<__half, Q4_GLU>(w, cb, p, y, y_dt, (const __half *)x, 0, q4row_epi(), s);
+        qrow_dispatch<__half, ROW_GLU>(w, cb, p, y, y_dt, (const __half *)x, 0, qrow_epi(), s);
     else
-        q4row_dispatch<__nv_bfloat16, Q4_GLU>(w, cb, p, y, y_dt, (const __nv_bfloat16 *)x, 0,
-                                              q4row_epi(), s);
+        qrow_dispatch<__nv_bfloat16, ROW_GLU>(w, cb, p, y, y_dt, (const __nv_bfloat16 *)x, 0,
+                                              qrow_epi(), s);
     LG_CUDA_LAUNCHED(who);
     return 0;
 }
@@ -1404,7 +1523,7 @@ extern "C" int lg_k_gemv_quant_rope_kv_warps(const lg_kqmat *w, const void *x, i
     if (!w || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || head_dim % (2 * QG_ROWS) != 0 ||
         (long long)w->rows != (long long)(n_heads + 2 * n_kv_heads) * head_dim)
         return 0;
-    return q4row_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
+    return qrow_warps(w, lg_k_gemv_quant_load_bytes(w, x, 8), true, &minb, &smem);
 }
 
 extern "C" int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *w, const void *x,
@@ -1419,14 +1538,14 @@ extern "C" int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *
         return lg_k_fail("%s: x and q|k|v must be float16 or bfloat16 (dtype %d)", who, (int)dt);
     if (!lg_k_gemv_quant_rope_kv_warps(w, x, n_heads, n_kv_heads, head_dim))
         return lg_k_fail("%s: the fused kernel does not take this matrix (%s, %d x %d, group %d, "
-                         "tiled %d) with %d + 2 x %d heads of %d", who, is_q4(w) ? "q4" : "not q4",
+                         "tiled %d) with %d + 2 x %d heads of %d", who, method_name(w),
                          w->rows, w->cols, w->group, w->tiled, n_heads, n_kv_heads, head_dim);
     const int kvd = n_kv_heads * head_dim;
     if (!dst || !dst->k_cache || !dst->v_cache || !dst->slots || !dst->slot_pos || !inv_freq ||
         dst->ld_cache < kvd)
         return lg_k_fail("%s: the caches (rows of at least %d), slots, slot_pos and inv_freq are "
                          "required", who, kvd);
-    q4row_epi e;
+    qrow_epi e;
     e.rope_units = (n_heads + n_kv_heads) * head_dim / (2 * QG_ROWS);
     e.half_tiles = head_dim / (2 * QG_ROWS);
     e.q_rows = n_heads * head_dim;
@@ -1439,9 +1558,9 @@ extern "C" int lg_k_gemv_quant_rope_kv(void *qkv, lg_kdtype dt, const lg_kqmat *
     const qparams p = params_of(w);
     cudaStream_t s = LG_CUDA_STREAM(stream);
     if (dt == LG_KDT_F16)
-        q4row_dispatch<__half, Q4_ROPE>(w, w->tiled, p, qkv, dt, (const __half *)x, 0, e, s);
+        qrow_dispatch<__half, ROW_ROPE>(w, w->tiled, p, qkv, dt, (const __half *)x, 0, e, s);
     else
-        q4row_dispatch<__nv_bfloat16, Q4_ROPE>(w, w->tiled, p, qkv, dt,
+        qrow_dispatch<__nv_bfloat16, ROW_ROPE>(w, w->tiled, p, qkv, dt,
                                                (const __nv_bfloat16 *)x, 0, e, s);
     LG_CUDA_LAUNCHED(who);
     return 0;

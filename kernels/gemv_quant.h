@@ -74,9 +74,9 @@ int lg_k_dequant(void *out, lg_kdtype out_dt, int ldo, const lg_kqmat *w, int ro
  * first: what lg_k_gemv_quant into x's type followed by lg_k_swiglu gives, bit for bit where
  * lg_k_gemv_quant_glu_warps equals lg_k_gemv_quant_one_row_warps (the same warps a block sum the
  * same shares of the columns; else the float32 sums differ in their order). Only the one-row
- * kernel does this (q4 codes tiled with a group of one window, F a multiple of 16);
- * lg_k_gemv_quant_glu_warps says whether it takes W and x (its warps a block) or not (0), and
- * lg_k_gemv_quant_glu fails for a matrix it does not take. */
+ * kernel does this (a matrix it takes, below; F a multiple of 16); lg_k_gemv_quant_glu_warps says
+ * whether it takes W and x (its warps a block) or not (0), and lg_k_gemv_quant_glu fails for a
+ * matrix it does not take. */
 int lg_k_gemv_quant_glu_warps(const lg_kqmat *w, const void *x);
 int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *x, lg_kdtype x_dt,
                         void *stream);
@@ -87,8 +87,8 @@ int lg_k_gemv_quant_glu(void *y, lg_kdtype y_dt, const lg_kqmat *w, const void *
  * pos[0], or pos0 when pos is NULL; q and k rotated in place, k and v stored in the row's cache
  * slot dst->slots[0], slot_pos set; dst->v and dst->ldv are not used: v comes from the product)
  * gives, bit for bit under the same condition on the warps as lg_k_gemv_quant_glu (with
- * lg_k_gemv_quant_rope_kv_warps). Only the one-row kernel does this (q4 codes tiled with a group
- * of one window), with head_dim a multiple of 32; lg_k_gemv_quant_rope_kv_warps says whether it
+ * lg_k_gemv_quant_rope_kv_warps). Only the one-row kernel does this (a matrix it takes, below),
+ * with head_dim a multiple of 32; lg_k_gemv_quant_rope_kv_warps says whether it
  * takes the product (its warps a block, else 0). As lg_k_rope does, it reads pos and inv_freq
  * while the kernel before it may still run: they must come from the host (a copy). */
 int lg_k_gemv_quant_rope_kv_warps(const lg_kqmat *w, const void *x, int n_heads, int n_kv_heads,
@@ -123,10 +123,11 @@ int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx);
 /* The warps per block lg_k_gemv_quant uses for these arguments, 0 for the scalar path. */
 int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx);
 /* The warps per block of the one-row kernel, which takes a product of one row of x (decode's) on q4
- * codes tiled with a group of one window (4 loads of 8 columns: q4 groups of 32, 64 and 128), or 0
- * when the fast path above takes it. lg_k_gemv_quant_set_one_row(0) sends those products to the
- * fast path too (1, the default, back); a variant forced with lg_k_gemv_quant_set_variant does as
- * well. Not thread-safe. */
+ * codes tiled with a group of one window (4 loads of 8 columns: q4 groups of 32, 64 and 128) or on
+ * q8 codes tiled for 16-byte loads with a scale per row (except a plain product of 3 to 6 tiles of
+ * 16 rows an SM, where the fast path is faster), or 0 when the fast path above takes it.
+ * lg_k_gemv_quant_set_one_row(0) sends those products to the fast path too (1, the default, back);
+ * a variant forced with lg_k_gemv_quant_set_variant does as well. Not thread-safe. */
 int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, int ldx);
 void lg_k_gemv_quant_set_one_row(int on);
 /* Warps per block of the fast path (each block owns 16 rows of W at a time and splits cols among its

@@ -751,9 +751,10 @@ static void report_vs_unfused(const char *kernel, const char *shape, const void 
 /* lg_k_gemv_quant_glu (decode's gate|up product with SwiGLU, F rows each) against the CPU's
  * quantized product rounded to dt then lg_ops_swiglu, within the kernels' bound; and against the
  * unfused device path (lg_k_gemv_quant into dt, then lg_k_swiglu): report_vs_unfused. */
-static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins)
+static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, lg_quant_method method, int group,
+                                 int mins)
 {
-    lg_quant_scheme s = {LG_QUANT_Q4, group, mins};
+    lg_quant_scheme s = {method, group, mins};
     qmat_pair w;
     qmat_make(&w, &s, 2 * F, K);
     char shape[112], sn[32];
@@ -793,10 +794,10 @@ static void check_gemv_quant_glu(lg_kdtype dt, int F, int K, int group, int mins
  * its cache slot (of random caches) must hold its own k and v rows bit for bit, every other slot
  * keep its bytes, slot_pos get the position; and q|k|v against the unfused device path
  * (lg_k_gemv_quant into dt, then lg_k_rope_kv): report_vs_unfused. */
-static void check_gemv_quant_rope_kv(lg_kdtype dt, int nh, int nkv, int hd, int K, int group,
-                                     int mins, int with_pos)
+static void check_gemv_quant_rope_kv(lg_kdtype dt, int nh, int nkv, int hd, int K,
+                                     lg_quant_method method, int group, int mins, int with_pos)
 {
-    lg_quant_scheme s = {LG_QUANT_Q4, group, mins};
+    lg_quant_scheme s = {method, group, mins};
     const int qd = nh * hd, kvd = nkv * hd, R = qd + 2 * kvd, half = hd / 2;
     const int n_slots = 5, slot = 3, ldc = kvd + 4, pos0 = 900;
     qmat_pair w;
@@ -1239,9 +1240,9 @@ static void check_rejects(lg_blas *blas)
         {"gemv_quant f32 x", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 8, LG_KDT_F32, 1, 0.0f, NULL)},
         {"gemv_quant ldx < cols", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, &q8, NULL, 4, LG_KDT_F16, 1, 0.0f, NULL)},
         {"gemv_quant no matrix", lg_k_gemv_quant(NULL, LG_KDT_F32, 8, NULL, NULL, 8, LG_KDT_F16, 1, 0.0f, NULL)},
-        {"gemv_quant_glu q8", lg_k_gemv_quant_glu(NULL, LG_KDT_F16, &q8, p16, LG_KDT_F16, NULL)},
+        {"gemv_quant_glu untiled", lg_k_gemv_quant_glu(NULL, LG_KDT_F16, &q8, p16, LG_KDT_F16, NULL)},
         {"gemv_quant_glu f32 y", lg_k_gemv_quant_glu(NULL, LG_KDT_F32, &q8, p16, LG_KDT_F16, NULL)},
-        {"gemv_quant_rope_kv q8", lg_k_gemv_quant_rope_kv(NULL, LG_KDT_F16, &q8, p16, 1, 1, 4, NULL, 0, NULL, 1.0f, NULL, NULL)},
+        {"gemv_quant_rope_kv untiled", lg_k_gemv_quant_rope_kv(NULL, LG_KDT_F16, &q8, p16, 1, 1, 4, NULL, 0, NULL, 1.0f, NULL, NULL)},
         {"dequant rows past end", lg_k_dequant(NULL, LG_KDT_F16, 8, &q8, 4, 5, NULL)},
         {"dequant dtype 7", lg_k_dequant(NULL, (lg_kdtype)7, 8, &q8, 0, 8, NULL)},
         {"read_sum 24 bytes", lg_k_read_sum((unsigned *)p16, p16, 24, NULL)},
@@ -1581,9 +1582,9 @@ static void print_gemv16(int n, int M, int K, float us, double copy_gbs, size_t 
 }
 
 /* The quantized GEMV on Llama-2-7B's matrices (MLP gate or up, down, q|k|v stacked, lm_head, o,
- * gate|up stacked as the engine runs them), each scheme against the float16 GEMV of the shape; q4's
- * one-row products on the tensor-core kernel; then 4 rows of x, the warps variants, and the
- * dequantization. */
+ * gate|up stacked as the engine runs them), each scheme against the float16 GEMV of the shape; q8's
+ * and q4's one-row products on the tensor-core kernel; then 4 rows of x, the warps variants, and
+ * the dequantization. */
 static void bench_quant_all(size_t l2, double copy)
 {
     enum { SHAPES = 6 };
@@ -1601,10 +1602,10 @@ static void bench_quant_all(size_t l2, double copy)
         for (int j = 0; j < ns; j++)
             bench_quant(&schemes[j], 1, M, K, QV_DEFAULT, 0, copy, us16, l2);
     }
-    /* q4's products of one row on the tensor-core kernel, against the one-row kernel above */
+    /* q8's and q4's products of one row on the tensor-core kernel, against the one-row kernel */
     lg_k_gemv_quant_set_one_row(0);
     for (int i = 0; i < SHAPES; i++)
-        for (int j = 1; j <= 3; j++)
+        for (int j = 0; j <= 3; j++)
             bench_quant(&schemes[j], 1, shapes[i][0], shapes[i][1], QV_DEFAULT, 0, copy, us16s[i],
                         l2);
     lg_k_gemv_quant_set_one_row(1);
@@ -1815,22 +1816,37 @@ static void check_quant_all(void)
         check_gemv_quant(h, F32, 1, 32, 4096 + 128, Q4, 128, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, F32, 1, 48, 4096, Q4, 32, 1, 1.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 64, 4096 + 32, Q4, 32, 0, 0.0f, QV_DEFAULT);
+        /* and on tiled q8 with a scale per row: its three block shapes (on 132 SMs: 4096 rows,
+         * 16 warps; 5120, 8; 22016, 4), an odd number of steps (65), y += into float16 and
+         * float32; 11008 x 4096 above (3 to 6 tiles an SM) and a q8 matrix with a group stay on
+         * the tensor-core kernel */
+        check_gemv_quant(h, F32, 1, 4096, 11008, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 1, 5120, 4096 + 64, Q8, 0, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, h, 1, 22016, 4096, Q8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 48, 4096 + 192, Q8, 0, 0, 0.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 1008, 4096, Q8, 64, 0, 0.0f, QV_DEFAULT);
         /* gate|up with SwiGLU on the one-row kernel: 7B's (4 warps, as the plain product: equal
          * bit for bit), a shard of it for two GPUs (8 warps against 4: within the bound), a few
-         * tiles with odd steps (16), every load width, with and without mins */
-        check_gemv_quant_glu(h, 11008, 4096, 64, 1);
-        check_gemv_quant_glu(h, 5504, 4096, 128, 0);
-        check_gemv_quant_glu(h, 112, 4096 + 64, 64, 0);
-        check_gemv_quant_glu(h, 48, 4096 + 32, 32, 1);
+         * tiles with odd steps (16), every load width, with and without mins; the same on q8 */
+        check_gemv_quant_glu(h, 11008, 4096, Q4, 64, 1);
+        check_gemv_quant_glu(h, 5504, 4096, Q4, 128, 0);
+        check_gemv_quant_glu(h, 112, 4096 + 64, Q4, 64, 0);
+        check_gemv_quant_glu(h, 48, 4096 + 32, Q4, 32, 1);
+        check_gemv_quant_glu(h, 11008, 4096, Q8, 0, 0);
+        check_gemv_quant_glu(h, 5504, 4096, Q8, 0, 0);
+        check_gemv_quant_glu(h, 112, 4096 + 64, Q8, 0, 0);
         /* q|k|v with RoPE and the cache writes: 7B's (8 warps against the plain product's 4),
          * grouped-query heads of 64 with an odd number of steps (16, as the plain product's), 32
-         * (the smallest head it takes), positions from the device and from pos0 */
-        check_gemv_quant_rope_kv(h, 32, 32, 128, 4096, 64, 1, 1);
-        check_gemv_quant_rope_kv(h, 8, 2, 64, 4096 + 64, 64, 0, 0);
-        check_gemv_quant_rope_kv(h, 4, 4, 32, 4096, 128, 1, 1);
+         * (the smallest head it takes), positions from the device and from pos0; q8 likewise */
+        check_gemv_quant_rope_kv(h, 32, 32, 128, 4096, Q4, 64, 1, 1);
+        check_gemv_quant_rope_kv(h, 8, 2, 64, 4096 + 64, Q4, 64, 0, 0);
+        check_gemv_quant_rope_kv(h, 4, 4, 32, 4096, Q4, 128, 1, 1);
+        check_gemv_quant_rope_kv(h, 32, 32, 128, 4096, Q8, 0, 0, 1);
+        check_gemv_quant_rope_kv(h, 8, 2, 64, 4096 + 64, Q8, 0, 0, 0);
         lg_k_gemv_quant_set_one_row(0); /* decode's product on the tensor-core kernel */
         check_gemv_quant(h, F32, 1, 11008, 4096, Q4, 64, 1, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 1, 4096, 4096, Q4, 128, 0, 1.0f, QV_DEFAULT);
+        check_gemv_quant(h, F32, 1, 12288, 4096, Q8, 0, 0, 1.0f, QV_DEFAULT);
         lg_k_gemv_quant_set_one_row(1);
         check_gemv_quant(h, F32, 1, 4096, 4096, F8, 0, 0, 0.0f, QV_DEFAULT);
         check_gemv_quant(h, h, 4, 33, 4096, F8, 32, 0, 1.0f, QV_DEFAULT);
