@@ -133,6 +133,34 @@ static int compare_nll(lg_engine *s, const lg_st_file *f, int vocab, lg_verify_r
     return rc;
 }
 
+/* Where our greedy continuation first leaves the reference's, at generated token i (our a, their
+ * b): our logits after the prompt and the reference's first i ids, the prefix both runs share, and
+ * the gap they put between a and b over the row's rms logit. compare_logits measures a flipped
+ * argmax in the reference's row; the reference holds no logits for its continuation, so this one is
+ * measured in ours, and rounding within the bound can flip a small gap either way. */
+static int greedy_gap(lg_engine *s, const int *pids, int np, const int *ref, int i, int a, int b,
+                      int vocab, double *gap, lg_err *err)
+{
+    int *seq = malloc(sizeof(int) * (size_t)(np + i));
+    float *row = malloc(sizeof(float) * (size_t)vocab);
+    int rc = seq && row ? 0 : lg_err_set(err, "out of memory");
+    if (rc == 0) {
+        memcpy(seq, pids, sizeof(int) * (size_t)np);
+        memcpy(seq + np, ref, sizeof(int) * (size_t)i);
+        rc = lg_engine_tokens(s, seq, np + i, 0, LG_LOGITS_LAST, row, err);
+    }
+    if (rc == 0) {
+        double sum2 = 0;
+        for (int v = 0; v < vocab; v++)
+            sum2 += (double)row[v] * row[v];
+        double rms = sqrt(sum2 / vocab), d = fabs((double)row[a] - row[b]);
+        *gap = rms > 0 ? d / rms : (d > 0 ? INFINITY : 0);
+    }
+    free(seq);
+    free(row);
+    return rc;
+}
+
 static int compare_greedy(lg_engine *s, const lg_st_file *f, int vocab, lg_verify_result *r,
                           lg_err *err)
 {
@@ -164,18 +192,23 @@ static int compare_greedy(lg_engine *s, const lg_st_file *f, int vocab, lg_verif
         np = v;
     }
     int n = (int)g->shape[0];
-    int *out = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int rc = pids && out ? lg_engine_greedy(s, pids, np, n, out, err) : lg_err_set(err, "out of memory");
+    int *out = malloc(sizeof(int) * (size_t)(n ? n : 1)), *want = copy_ids(g);
+    int rc = pids && out && want ? lg_engine_greedy(s, pids, np, n, out, err)
+                                 : lg_err_set(err, "out of memory");
     if (rc == 0) {
         r->has_greedy = 1;
         r->greedy_len = n;
         for (int i = 0; i < n && r->greedy_first_diff < 0; i++)
-            if (out[i] != ((const int32_t *)g->data)[i])
+            if (out[i] != want[i])
                 r->greedy_first_diff = i;
         r->greedy_match = r->greedy_first_diff < 0;
     }
+    int i = r->greedy_first_diff;
+    if (rc == 0 && i >= 0)
+        rc = greedy_gap(s, pids, np, want, i, out[i], want[i], vocab, &r->greedy_gap, err);
     free(pids);
     free(out);
+    free(want);
     return rc;
 }
 

@@ -16,6 +16,9 @@ typedef struct lg_verify_result {
                            * (0 when every row agrees): small means near-ties */
     int rows;             /* logit rows compared */
     int has_greedy, greedy_match, greedy_len, greedy_first_diff; /* -1 when all match */
+    double greedy_gap;    /* at the first difference: the gap our own logits there put between our
+                           * token and the reference's, over the row's rms logit (0 when they
+                           * match; later tokens are not compared) */
     int has_nll;
     double ppl, ref_ppl;  /* exp(mean nll): ours and the reference's, over the same tokens */
 } lg_verify_result;

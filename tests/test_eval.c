@@ -303,6 +303,109 @@ static void test_verify_forgives_argmax_flips_at_near_ties_only(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "NOT near-ties"));
 }
 
+/* A copy of reference src with greedy_ids[k] = id, every other tensor as it was. */
+static int write_with_greedy_id(const char *src, const char *dst, int k, int id)
+{
+    lg_err err;
+    lg_st_file *f = lg_st_open(src, &err);
+    const lg_st_tensor *g = f ? lg_st_find(f, "greedy_ids") : NULL;
+    if (!g || k >= g->shape[0]) {
+        lg_st_close(f);
+        return -1;
+    }
+    int32_t *ids = malloc(lg_st_nbytes(g));
+    memcpy(ids, g->data, lg_st_nbytes(g));
+    ids[k] = id;
+    lg_st_writer *w = lg_st_writer_create(dst, &err);
+    int rc = w ? 0 : -1;
+    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const lg_st_tensor *t = &f->tensors[i];
+        rc = lg_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, &err);
+    }
+    if (rc == 0)
+        rc = lg_st_writer_begin(w, &err);
+    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const lg_st_tensor *t = &f->tensors[i];
+        rc = lg_st_writer_write(w, t == g ? ids : t->data, lg_st_nbytes(t), &err);
+    }
+    rc = rc == 0 ? lg_st_writer_finish(w, &err) : (lg_st_writer_abort(w), -1);
+    free(ids);
+    lg_st_close(f);
+    return rc;
+}
+
+/* verify's greedy continuation may leave the reference's only at a near-tie of our own logits there:
+ * a reference whose greedy token 3 is our second best at that step passes when 4 E covers our gap
+ * between the two (E = 1.25 gap / 4) and fails when it does not (0.8 gap / 4), with the gap
+ * reported; a token far behind fails as NOT a near-tie. The logits match exactly (same engine), so
+ * the greedy check alone decides. */
+static void test_verify_forgives_greedy_split_at_near_tie_only(void)
+{
+    char dir[4200], cmd[16384], out[8192], eval[4096], ref[4400], alt[4400];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
+    lg_tool(eval, sizeof eval, "lg-eval");
+    snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen.greedy.safetensors", lg_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --random 40 --greedy 8", eval, dir, ref);
+    CU_ASSERT_EQUAL_FATAL(lg_run_capture(cmd, out, sizeof out), 0);
+    /* our logits after the 40 ids and the first 3 greedy ones: best (the reference's token) and
+     * second best, and their gap over the row's rms logit */
+    lg_err err;
+    lg_st_file *f = lg_st_open(ref, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    const lg_st_tensor *in = lg_st_find(f, "input_ids"), *g = lg_st_find(f, "greedy_ids");
+    CU_ASSERT_FATAL(in && g && in->shape[0] == 40 && g->shape[0] == 8);
+    int seq[43];
+    for (int i = 0; i < 43; i++) {
+        int32_t v;
+        memcpy(&v, i < 40 ? (const char *)in->data + 4 * i : (const char *)g->data + 4 * (i - 40), 4);
+        seq[i] = v;
+    }
+    int32_t want3;
+    memcpy(&want3, (const char *)g->data + 12, 4);
+    lg_st_close(f);
+    lg_model *m = lg_model_load(dir, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    lg_engine *s = lg_engine_new(m, "cpu", NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int vocab = m->vocab_size;
+    float *row = malloc(sizeof(float) * (size_t)vocab);
+    CU_ASSERT_EQUAL_FATAL(lg_engine_tokens(s, seq, 43, 0, LG_LOGITS_LAST, row, &err), 0);
+    int top = lg_argmax(row, vocab), second = top ? 0 : 1, last = top ? 0 : 1;
+    double sum2 = 0;
+    for (int v = 0; v < vocab; v++) {
+        sum2 += (double)row[v] * row[v];
+        if (v != top && row[v] > row[second])
+            second = v;
+        if (row[v] < row[last])
+            last = v;
+    }
+    double rms = sqrt(sum2 / vocab), gap = (row[top] - row[second]) / rms;
+    CU_ASSERT_EQUAL(top, want3);
+    CU_ASSERT(gap > 0);
+    free(row);
+    lg_engine_free(s);
+    lg_model_free(m);
+
+    snprintf(alt, sizeof alt, "%s/kjv-tiny-longgen.greedy2.safetensors", lg_test_tmpdir());
+    CU_ASSERT_EQUAL_FATAL(write_with_greedy_id(ref, alt, 3, second), 0);
+    const double scale[2] = {1.25, 0.8};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s' --max-rel-err %.9g --json", eval,
+                 dir, alt, scale[i] * gap / 4);
+        int rc = lg_run_capture(cmd, out, sizeof out);
+        const char *p = strstr(out, "\"greedy_gap\": ");
+        double got = p ? atof(p + strlen("\"greedy_gap\": ")) : -1;
+        CU_ASSERT(fabs(got - gap) <= 1e-4 * gap);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"greedy_match\": false"));
+        CU_ASSERT_EQUAL(rc, i == 0 ? 0 : 1);
+    }
+    CU_ASSERT_EQUAL_FATAL(write_with_greedy_id(ref, alt, 3, last), 0);
+    snprintf(cmd, sizeof cmd, "%s verify '%s' --reference '%s'", eval, dir, alt);
+    CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "first difference at generated token 3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "NOT a near-tie"));
+}
+
 /* Runs cmd and checks its exit status and, when says is given, that its output says so. */
 static void expect_exit(const char *cmd, int rc, const char *says)
 {
@@ -355,6 +458,8 @@ int lg_register_eval_tests(void)
                 test_reference_round_trip_and_tp_refusals);
     CU_add_test(s, "test_verify_forgives_argmax_flips_at_near_ties_only",
                 test_verify_forgives_argmax_flips_at_near_ties_only);
+    CU_add_test(s, "test_verify_forgives_greedy_split_at_near_tie_only",
+                test_verify_forgives_greedy_split_at_near_tie_only);
     CU_add_test(s, "test_dtype_option_and_verify_bound", test_dtype_option_and_verify_bound);
     return 0;
 }
