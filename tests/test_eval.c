@@ -232,24 +232,46 @@ static void test_reference_round_trip_and_tp_refusals(void)
     CU_ASSERT_EQUAL(lg_run_capture(cmd, out, sizeof out), 2);
 }
 
+/* A copy of reference file src at dst, every tensor as it was but `name`, whose bytes are data. */
+static int copy_with(const char *src, const char *dst, const char *name, const void *data)
+{
+    lg_err err;
+    lg_st_file *f = lg_st_open(src, &err);
+    if (!f)
+        return -1;
+    lg_st_writer *w = lg_st_writer_create(dst, &err);
+    int rc = w ? 0 : -1;
+    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const lg_st_tensor *t = &f->tensors[i];
+        rc = lg_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, &err);
+    }
+    if (rc == 0)
+        rc = lg_st_writer_begin(w, &err);
+    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
+        const lg_st_tensor *t = &f->tensors[i];
+        rc = lg_st_writer_write(w, strcmp(t->name, name) == 0 ? data : t->data, lg_st_nbytes(t),
+                                &err);
+    }
+    rc = rc == 0 ? lg_st_writer_finish(w, &err) : (w ? (lg_st_writer_abort(w), -1) : -1);
+    lg_st_close(f);
+    return rc;
+}
+
 /* A copy of reference src whose row `row` has another token lead the argmax by gap times the row's
  * rms logit (the second best raised above the best), everything else as it was. */
 static int write_with_flip(const char *src, const char *dst, int row, double gap)
 {
     lg_err err;
     lg_st_file *f = lg_st_open(src, &err);
-    if (!f)
+    const lg_st_tensor *t = f ? lg_st_find(f, "logits") : NULL;
+    if (!t) {
+        lg_st_close(f);
         return -1;
-    const char *names[3] = {"input_ids", "logits", "nll"};
-    const lg_st_tensor *t[3];
-    for (int i = 0; i < 3; i++)
-        if (!(t[i] = lg_st_find(f, names[i]))) {
-            lg_st_close(f);
-            return -1;
-        }
-    int vocab = (int)t[1]->shape[1];
-    float *logits = malloc(lg_st_nbytes(t[1]));
-    memcpy(logits, t[1]->data, lg_st_nbytes(t[1]));
+    }
+    int vocab = (int)t->shape[1];
+    float *logits = malloc(lg_st_nbytes(t));
+    memcpy(logits, t->data, lg_st_nbytes(t));
+    lg_st_close(f);
     float *x = logits + (size_t)row * vocab;
     int top = lg_argmax(x, vocab), second = top ? 0 : 1;
     double sum2 = 0;
@@ -259,18 +281,24 @@ static int write_with_flip(const char *src, const char *dst, int row, double gap
             second = v;
     }
     x[second] = x[top] + (float)(gap * sqrt(sum2 / vocab));
-    lg_st_writer *w = lg_st_writer_create(dst, &err);
-    int rc = w ? 0 : -1;
-    for (int i = 0; rc == 0 && i < 3; i++)
-        rc = lg_st_writer_add(w, names[i], t[i]->dtype, t[i]->ndim, t[i]->shape, &err);
-    if (rc == 0)
-        rc = lg_st_writer_begin(w, &err);
-    for (int i = 0; rc == 0 && i < 3; i++)
-        rc = lg_st_writer_write(w, i == 1 ? logits : t[i]->data, lg_st_nbytes(t[i]), &err);
-    rc = rc == 0 ? lg_st_writer_finish(w, &err) : (lg_st_writer_abort(w), -1);
+    int rc = copy_with(src, dst, "logits", logits);
     free(logits);
-    lg_st_close(f);
     return rc;
+}
+
+/* kjv-tiny-longgen converted into dir, lg-eval's path in eval, and `lg-eval reference` of it with
+ * args written to ref (kjv-tiny-longgen.<tag>.safetensors in the scratch directory): 0 when all
+ * went. */
+static int tiny_reference(char *dir, size_t n_dir, char *eval, size_t n_eval, char *ref,
+                          size_t n_ref, const char *tag, const char *args)
+{
+    char cmd[16384], out[8192];
+    if (!converted("kjv-tiny-longgen", dir, n_dir))
+        return -1;
+    lg_tool(eval, n_eval, "lg-eval");
+    snprintf(ref, n_ref, "%s/kjv-tiny-longgen.%s.safetensors", lg_test_tmpdir(), tag);
+    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' %s", eval, dir, ref, args);
+    return lg_run_capture(cmd, out, sizeof out);
 }
 
 /* verify forgives an argmax that differs only at a near-tie: with --max-rel-err E, a row whose
@@ -279,11 +307,8 @@ static int write_with_flip(const char *src, const char *dst, int row, double gap
 static void test_verify_forgives_argmax_flips_at_near_ties_only(void)
 {
     char dir[4200], cmd[16384], out[8192], eval[4096], ref[4400], flip[4400];
-    CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
-    lg_tool(eval, sizeof eval, "lg-eval");
-    snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen.ties.safetensors", lg_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --random 64 --greedy 0", eval, dir, ref);
-    CU_ASSERT_EQUAL_FATAL(lg_run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_EQUAL_FATAL(tiny_reference(dir, sizeof dir, eval, sizeof eval, ref, sizeof ref,
+                                         "ties", "--random 64 --greedy 0"), 0);
     const double gaps[2] = {0.01, 0.5};
     for (int i = 0; i < 2; i++) {
         snprintf(flip, sizeof flip, "%s/kjv-tiny-longgen.flip%d.safetensors", lg_test_tmpdir(), i);
@@ -315,22 +340,10 @@ static int write_with_greedy_id(const char *src, const char *dst, int k, int id)
     }
     int32_t *ids = malloc(lg_st_nbytes(g));
     memcpy(ids, g->data, lg_st_nbytes(g));
-    ids[k] = id;
-    lg_st_writer *w = lg_st_writer_create(dst, &err);
-    int rc = w ? 0 : -1;
-    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
-        const lg_st_tensor *t = &f->tensors[i];
-        rc = lg_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, &err);
-    }
-    if (rc == 0)
-        rc = lg_st_writer_begin(w, &err);
-    for (int i = 0; rc == 0 && i < f->n_tensors; i++) {
-        const lg_st_tensor *t = &f->tensors[i];
-        rc = lg_st_writer_write(w, t == g ? ids : t->data, lg_st_nbytes(t), &err);
-    }
-    rc = rc == 0 ? lg_st_writer_finish(w, &err) : (lg_st_writer_abort(w), -1);
-    free(ids);
     lg_st_close(f);
+    ids[k] = id;
+    int rc = copy_with(src, dst, "greedy_ids", ids);
+    free(ids);
     return rc;
 }
 
@@ -342,11 +355,8 @@ static int write_with_greedy_id(const char *src, const char *dst, int k, int id)
 static void test_verify_forgives_greedy_split_at_near_tie_only(void)
 {
     char dir[4200], cmd[16384], out[8192], eval[4096], ref[4400], alt[4400];
-    CU_ASSERT_PTR_NOT_NULL_FATAL(converted("kjv-tiny-longgen", dir, sizeof dir));
-    lg_tool(eval, sizeof eval, "lg-eval");
-    snprintf(ref, sizeof ref, "%s/kjv-tiny-longgen.greedy.safetensors", lg_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s reference '%s' -o '%s' --random 40 --greedy 8", eval, dir, ref);
-    CU_ASSERT_EQUAL_FATAL(lg_run_capture(cmd, out, sizeof out), 0);
+    CU_ASSERT_EQUAL_FATAL(tiny_reference(dir, sizeof dir, eval, sizeof eval, ref, sizeof ref,
+                                         "greedy", "--random 40 --greedy 8"), 0);
     /* our logits after the 40 ids and the first 3 greedy ones: best (the reference's token) and
      * second best, and their gap over the row's rms logit */
     lg_err err;
