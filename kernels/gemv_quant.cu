@@ -35,8 +35,8 @@
  * (rows g, g + 8) and in B (x's row g), so the natural order of codes and of x is kept and x needs
  * no shuffling.
  *
- * Products of one row of x (decode's) on tiled q4 codes, and on tiled q8 codes with a scale per
- * row, take a kernel of their own, qrow_kernel: the same walk with x (and q4's scales) staged in
+ * Products of one row of x (decode's) on tiled q4 codes, and on tiled q8 and fp8 codes with a scale
+ * per row, take a kernel of their own, qrow_kernel: the same walk with x (and q4's scales) staged in
  * shared memory and fewer instructions a step; it also fuses SwiGLU and RoPE into decode's
  * products.
  *
@@ -652,8 +652,8 @@ __global__ void __launch_bounds__(NT, MINB)
 
 /* ---------------------------------------------------------------- GEMV of one row of x */
 
-/* The decode's product, one row of x, on tiled q4 codes whose group is one window, or tiled q8
- * codes with a scale per row (q8row_walk): qgemv_mma_kernel with what a step costs cut where one
+/* The decode's product, one row of x, on tiled q4 codes whose group is one window, or tiled q8 or
+ * fp8 codes with a scale per row (scaled_row_walk): qgemv_mma_kernel with what a step costs cut where one
  * row of x allows it. On an H100 it took q4 g64 with mins from 13.0 to 10.9 us on 11008 x 4096,
  * 12.7 to 10.2 on 4096 x 11008 and 33.6 to 26.9 on 32000 x 4096, and q8 from 18.3 to 17.0 us on
  * 4096 x 11008 and 48.3 to 44.8 on 32000 x 4096 (docs/BENCHMARKS.md). For q4:
@@ -872,16 +872,17 @@ template <typename T, bool MINS, int CB, int U> struct q4row_walk : qrow_codes<C
     __device__ __forceinline__ void finish() {}
 };
 
-/* q8 with a scale per row: the codes decode as qgemv_mma_kernel's (qcodec: exact integers), the
- * mma's float32 sums run over the whole walk and the row's scale is applied once at its end, as
- * qgemv_mma_kernel does for a group that long. So no scale is read while the walk runs, and there
- * is nothing to stage but x. */
-template <typename T, int CB, int U> struct q8row_walk : qrow_codes<CB, U> {
+/* q8 or fp8 (M) with a scale per row: the codes decode as qgemv_mma_kernel's (qcodec: exact small
+ * integers or e4m3 values), the mma's float32 sums run over the whole walk and the row's scale is
+ * applied once at its end, as qgemv_mma_kernel does for a group that long. So no scale is read while
+ * the walk runs, and there is nothing to stage but x. */
+template <typename T, int M, int CB, int U> struct scaled_row_walk : qrow_codes<CB, U> {
     static constexpr int WORDS = CB / 4, KC = CB, WIN = 4 * KC;
     static constexpr bool STAGED = false;
+    typedef typename qgeom<T, M, CB>::raw raw; /* float16 bits (q8), float32 (fp8) */
     const T *xs;
     int q;
-    unsigned short sa, sb; /* the rows' scales, raw: converted after the walk */
+    raw sa, sb; /* the rows' scales, as stored: converted after the walk */
     float acc[4];
     float sum_a, sum_b;
 
@@ -890,8 +891,8 @@ template <typename T, int CB, int U> struct q8row_walk : qrow_codes<CB, U> {
                                           int lane)
     {
         const uint32_t ra = (uint32_t)(tile * QG_ROWS) + (uint32_t)(lane >> 2);
-        sa = ld_raw<unsigned short>(p.scales, ra);
-        sb = ld_raw<unsigned short>(p.scales, ra + 8);
+        sa = ld_raw<raw>(p.scales, ra);
+        sb = ld_raw<raw>(p.scales, ra + 8);
 #pragma unroll
         for (int i = 0; i < 4; i++)
             acc[i] = 0.0f;
@@ -899,7 +900,7 @@ template <typename T, int CB, int U> struct q8row_walk : qrow_codes<CB, U> {
 
     __device__ __forceinline__ void compute(const qrow_round<CB, U> &r, int s0)
     {
-        typedef qcodec<T, QM_Q8> D;
+        typedef qcodec<T, M> D;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int s = s0 + u;
@@ -930,12 +931,10 @@ template <typename T, int CB, int U> struct q8row_walk : qrow_codes<CB, U> {
     }
 };
 
-/* The one-row kernel's walk for method M (QM_Q8, QM_Q4 or QM_Q4_MINS). */
+/* The one-row kernel's walk for method M (QM_Q4, QM_Q4_MINS, QM_Q8 or QM_FP8). */
 template <typename T, int M, int CB, int U> struct qrow_walk_of {
-    typedef q4row_walk<T, M == QM_Q4_MINS, CB, U> type;
-};
-template <typename T, int CB, int U> struct qrow_walk_of<T, QM_Q8, CB, U> {
-    typedef q8row_walk<T, CB, U> type;
+    typedef typename std::conditional<qm_q4(M), q4row_walk<T, M == QM_Q4_MINS, CB, U>,
+                                      scaled_row_walk<T, M, CB, U>>::type type;
 };
 
 /* What the one-row kernel does with its sums (qrow_kernel). */
@@ -1231,16 +1230,16 @@ static int qg_windows(bool q4, int cols, int cb)
 static int qg_one_row = 1;
 
 /* The one-row kernel's method for w at load width cb, or -1 when it does not take w: q4 codes tiled
- * for cb with a group of one window (8 cb columns), or q8 ones tiled for 16-byte loads with a scale
- * per row. */
+ * for cb with a group of one window (8 cb columns), or q8 and fp8 ones tiled for 16-byte loads with
+ * a scale per row. */
 static int qrow_method(const lg_kqmat *w, int cb)
 {
     if (!cb || w->tiled != cb)
         return -1;
     if (is_q4(w) && w->group == 8 * cb)
         return w->mins ? QM_Q4_MINS : QM_Q4;
-    if (w->method == LG_KQ_Q8 && w->group == 0 && cb == 16)
-        return QM_Q8;
+    if (w->group == 0 && cb == 16)
+        return w->method == LG_KQ_Q8 ? QM_Q8 : QM_FP8;
     return -1;
 }
 
@@ -1249,9 +1248,9 @@ static int qrow_method(const lg_kqmat *w, int cb)
  * the tensor-core kernel. With 3 tiles an SM or more, blocks of 4 warps, 6 an SM, as qgemv_mma's
  * (80 registers); between 2 and 3, 8 warps, 3 an SM; with at most 2, blocks of 16 warps, 2 an SM
  * (64 registers): on an H100 the q4 down projection (256 tiles of 172 steps) took 11.0 us instead
- * of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. A q8 tile is as many bytes a
- * step as a q4 one (16 a lane and row), so the same rules hold; but a plain q8 product of 3 to 6
- * tiles an SM stays on the tensor-core kernel, whose persistent capped blocks were faster there
+ * of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. A q8 or fp8 tile is as many
+ * bytes a step as a q4 one (16 a lane and row), so the same rules hold; but a plain q8 or fp8
+ * product of 3 to 6 tiles an SM stays on the tensor-core kernel, whose persistent capped blocks were faster there
  * (on an H100, 11008 x 4096 17.8 us against 18.6, 12288 x 4096 18.9 against 20.3; with 2 tiles an
  * SM or 10 and more the one-row kernel was 7-10% faster: docs/BENCHMARKS.md).
  * pairs: a block two tiles (an epilogue's: qrow_kernel), the warps chosen for the blocks: with
@@ -1266,7 +1265,8 @@ static int qrow_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *
         return 0;
     const unsigned tiles = (unsigned)(w->rows / QG_ROWS / (pairs ? 2 : 1));
     const unsigned sms = (unsigned)lg_sm_count();
-    if (method == QM_Q8 && !pairs && tiles >= 3u * sms && tiles <= 6u * sms)
+    const bool q4 = qm_q4(method);
+    if (!q4 && !pairs && tiles >= 3u * sms && tiles <= 6u * sms)
         return 0;
     int warps = 4;
     *minb = 6;
@@ -1274,7 +1274,6 @@ static int qrow_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *
         warps = 16, *minb = 2;
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;
-    const bool q4 = method != QM_Q8;
     const int win = (q4 ? 8 : 4) * cb, steps = w->cols / win;
     const size_t scale_words = q4 ? (size_t)(pairs ? 2 : 1) * 8 * qrow_stride(steps, warps) : 0;
     *smem = (size_t)warps *
@@ -1319,7 +1318,7 @@ static bool qrow_dispatch(const lg_kqmat *w, int cb, const qparams &p, void *y, 
     }
     QROW_AT(QM_Q4_MINS, 16) QROW_AT(QM_Q4_MINS, 8) QROW_AT(QM_Q4_MINS, 4)
     QROW_AT(QM_Q4, 16) QROW_AT(QM_Q4, 8) QROW_AT(QM_Q4, 4)
-    QROW_AT(QM_Q8, 16)
+    QROW_AT(QM_Q8, 16) QROW_AT(QM_FP8, 16)
 #undef QROW_AT
     return false;
 }

@@ -124,8 +124,8 @@ int lg_k_gemv_quant_load_bytes(const lg_kqmat *w, const void *x, int ldx);
 int lg_k_gemv_quant_warps(const lg_kqmat *w, const void *x, int ldx);
 /* The warps per block of the one-row kernel, which takes a product of one row of x (decode's) on q4
  * codes tiled with a group of one window (4 loads of 8 columns: q4 groups of 32, 64 and 128) or on
- * q8 codes tiled for 16-byte loads with a scale per row (except a plain product of 3 to 6 tiles of
- * 16 rows an SM, where the fast path is faster), or 0 when the fast path above takes it.
+ * q8 and fp8 codes tiled for 16-byte loads with a scale per row (except a plain product of 3 to 6
+ * tiles of 16 rows an SM, where the fast path is faster), or 0 when the fast path above takes it.
  * lg_k_gemv_quant_set_one_row(0) sends those products to the fast path too (1, the default, back);
  * a variant forced with lg_k_gemv_quant_set_variant does as well. Not thread-safe. */
 int lg_k_gemv_quant_one_row_warps(const lg_kqmat *w, const void *x, int ldx);

@@ -618,7 +618,7 @@ static int mlp_rows(cuda_fwd *f, const cuda_layer *L, float *x, int n)
     K(lg_k_rmsnorm(f->xb, f->dt, f->dim, x, LG_KDT_F32, f->dim, L->mlp_norm, LG_KDT_F32, n, f->dim,
                    m->rms_eps, f->st));
     if (n == 1 && L->gu.q.method && lg_k_gemv_quant_glu_warps(&L->gu.q, f->xb)) {
-        /* decode on q4 or q8: SwiGLU in the gate|up product's kernel, the same values */
+        /* quantized decode: SwiGLU in the gate|up product's kernel, the same values */
         K(lg_k_gemv_quant_glu(f->mlp, f->dt, &L->gu.q, f->xb, f->dt, f->st));
     } else {
         K(mm(f, f->gu, f->dt, 2 * f->ffn, f->xb, f->dim, &L->gu, n, 2 * f->ffn, f->dim, 0.0f));
@@ -643,7 +643,7 @@ static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, con
     if (n == 1 && L->qkv.q.method &&
         lg_k_gemv_quant_rope_kv_warps(&L->qkv.q, f->xb, f->sh.n_heads, f->sh.n_kv_heads,
                                       m->head_dim)) {
-        /* decode on q4 or q8: RoPE and the cache writes in the product's kernel, the same values */
+        /* quantized decode: RoPE and the cache writes in the product's kernel, the same values */
         K(lg_k_gemv_quant_rope_kv(f->qkv, f->dt, &L->qkv.q, f->xb, f->sh.n_heads,
                                   f->sh.n_kv_heads, m->head_dim, pos, pos0, f->inv_freq_d,
                                   f->attn_scale, &dst, f->st));
