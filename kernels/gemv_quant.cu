@@ -1226,7 +1226,8 @@ static int qg_windows(bool q4, int cols, int cb)
     return cols / (4 * (q4 ? 2 * cb : cb));
 }
 
-/* 1: q4 products of one row of x on tiled codes take qrow_kernel (lg_k_gemv_quant_set_one_row) */
+/* 1: products of one row of x on matrices qrow_method takes go to qrow_kernel
+ * (lg_k_gemv_quant_set_one_row) */
 static int qg_one_row = 1;
 
 /* The one-row kernel's method for w at load width cb, or -1 when it does not take w: q4 codes tiled
@@ -1250,9 +1251,9 @@ static int qrow_method(const lg_kqmat *w, int cb)
  * (64 registers): on an H100 the q4 down projection (256 tiles of 172 steps) took 11.0 us instead
  * of 12.7 with 8 warps a block, the o projection 6.0 instead of 6.2. A q8 or fp8 tile is as many
  * bytes a step as a q4 one (16 a lane and row), so the same rules hold; but a plain q8 or fp8
- * product of 3 to 6 tiles an SM stays on the tensor-core kernel, whose persistent capped blocks were faster there
- * (on an H100, 11008 x 4096 17.8 us against 18.6, 12288 x 4096 18.9 against 20.3; with 2 tiles an
- * SM or 10 and more the one-row kernel was 7-10% faster: docs/BENCHMARKS.md).
+ * product of 3 to 6 tiles an SM stays on the tensor-core kernel, whose persistent capped blocks
+ * were faster there (on an H100, q8 11008 x 4096 17.8 us against 18.6, 12288 x 4096 18.9 against
+ * 20.3; with 2 tiles an SM or 10 and more the one-row kernel was 7-10% faster: docs/BENCHMARKS.md).
  * pairs: a block two tiles (an epilogue's: qrow_kernel), the warps chosen for the blocks: with
  * them chosen for the tiles (the plain product's warps, and its sums bit for bit), the q|k|v
  * product's 384 blocks of 4 warps left an H100 half full, and its token 4% slower than with the
