@@ -1257,7 +1257,12 @@ static int qrow_method(const lg_kqmat *w, int cb)
  * pairs: a block two tiles (an epilogue's: qrow_kernel), the warps chosen for the blocks: with
  * them chosen for the tiles (the plain product's warps, and its sums bit for bit), the q|k|v
  * product's 384 blocks of 4 warps left an H100 half full, and its token 4% slower than with the
- * RoPE kernel (docs/BENCHMARKS.md). */
+ * RoPE kernel (docs/BENCHMARKS.md). Pairs take 16 warps only as q4 with 4- or 8-byte loads (groups
+ * of 32 and 64): at 64 registers the walks of two tiles spill 100-240 bytes there, but 330-520 for
+ * q8, fp8 and q4 with 16-byte loads (g128), and on the shards of 7B's fused products for 2 and 4
+ * GPUs (H100, --bench-fused) 8 warps were 7-19% faster for those (q8 SwiGLU on 5504 rows 10.3 us
+ * against 12.6, q4 g128 8.7 against 10.8), 16 warps 3-12% faster for q4 g64 and g32 (7.6 against
+ * 8.0, 9.0 against 9.7). */
 static int qrow_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *smem)
 {
     const int method = qrow_method(w, cb);
@@ -1271,7 +1276,7 @@ static int qrow_warps(const lg_kqmat *w, int cb, bool pairs, int *minb, size_t *
         return 0;
     int warps = 4;
     *minb = 6;
-    if (tiles <= 2u * sms)
+    if (tiles <= 2u * sms && (!pairs || (q4 && cb <= 8)))
         warps = 16, *minb = 2;
     else if (tiles < 3u * sms)
         warps = 8, *minb = 3;

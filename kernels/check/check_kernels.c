@@ -1,6 +1,6 @@
 /* lg-kernel-check: every CUDA kernel of kernels/ against its CPU twin on random data, then timings.
  *
- *   lg-kernel-check [--no-bench | --checks-quant | --bench-gemv | --bench-quant |
+ *   lg-kernel-check [--no-bench | --checks-quant | --bench-gemv | --bench-quant | --bench-fused |
  *                    --bench-prefill | --bench-decode-splits | --help]
  *
  * Each check draws fresh random inputs (never zeros), rounds them to the kernel's input types so that
@@ -33,7 +33,8 @@
  * GEMV against cuBLAS on 11008x4096 and 4096x11008 (GB/s and the fraction of the measured
  * device-to-device copy bandwidth), the quantized GEMV on Llama-2-7B's shapes (GB/s of the codes,
  * scales, mins and x it reads, the speedup over the float16 GEMV of the same shape, and its time
- * against lg_k_read_sum of as many bytes: what a kernel of that size can reach) and the
+ * against lg_k_read_sum of as many bytes: what a kernel of that size can reach), decode's fused
+ * quantized products (SwiGLU, RoPE) on 7B's shapes and their tensor-parallel shards, and the
  * dequantization, prefill attention in TFLOP/s (4 * head_dim * visible pairs per head).
  * Exits 1 when any check fails, 2 when the program itself cannot run.
  *
@@ -1519,6 +1520,35 @@ static float bench_read_us(size_t bytes, size_t l2)
     return us;
 }
 
+/* c->wq[0] = w's matrix, and copies - 1 more copies of its parts (freed by qmat_copies_free), so that
+ * a burst of products rotates through more bytes than L2 holds. */
+static void qmat_copies(gemv_ctx *c, const qmat_pair *w, int copies)
+{
+    const lg_kqmat *d = &w->d;
+    size_t side = (size_t)d->rows * lg_kqmat_n_groups(d);
+    size_t parts[3] = {(size_t)d->rows * lg_kqmat_row_bytes(d),
+                       side * (d->method == LG_KQ_FP8 ? 4 : 2), d->mins ? side * 2 : 0};
+    c->wq[0] = *d;
+    for (int i = 1; i < copies; i++) {
+        const void *src[3] = {d->codes, d->scales, d->mins};
+        void *dst[3] = {NULL, NULL, NULL};
+        for (int p = 0; p < 3; p++)
+            if (parts[p]) {
+                CK(cudaMalloc(&dst[p], parts[p]));
+                CK(cudaMemcpy(dst[p], src[p], parts[p], cudaMemcpyDeviceToDevice));
+            }
+        c->wq[i] = *d;
+        c->wq[i].codes = dst[0], c->wq[i].scales = dst[1], c->wq[i].mins = dst[2];
+    }
+}
+
+static void qmat_copies_free(gemv_ctx *c, int copies)
+{
+    for (int i = 1; i < copies; i++)
+        cudaFree((void *)c->wq[i].codes), cudaFree((void *)c->wq[i].scales),
+            cudaFree((void *)c->wq[i].mins);
+}
+
 /* Decode GEMV with quantized weights: the time, the rate at which it reads what it must (codes,
  * scales, mins and x), the fraction of the measured copy bandwidth and the speedup over lg_k_gemv
  * on the same shape in float16 (us16). With dequant set, lg_k_dequant of the whole matrix to
@@ -1532,22 +1562,7 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
     size_t qbytes = lg_kqmat_bytes(&w.d);
     int copies = rotation_copies(qbytes, l2);
     gemv_ctx c = {.dt = LG_KDT_F16, .n = n, .M = M, .K = K};
-    c.wq[0] = w.d;
-    size_t parts[3] = {(size_t)M * lg_kqmat_row_bytes(&w.d), 0, 0};
-    size_t side = (size_t)M * lg_kqmat_n_groups(&w.d);
-    parts[1] = side * (s->method == LG_QUANT_FP8 ? 4 : 2);
-    parts[2] = w.d.mins ? side * 2 : 0;
-    for (int i = 1; i < copies; i++) {
-        const void *src[3] = {w.d.codes, w.d.scales, w.d.mins};
-        void *dst[3] = {NULL, NULL, NULL};
-        for (int p = 0; p < 3; p++)
-            if (parts[p]) {
-                CK(cudaMalloc(&dst[p], parts[p]));
-                CK(cudaMemcpy(dst[p], src[p], parts[p], cudaMemcpyDeviceToDevice));
-            }
-        c.wq[i] = w.d;
-        c.wq[i].codes = dst[0], c.wq[i].scales = dst[1], c.wq[i].mins = dst[2];
-    }
+    qmat_copies(&c, &w, copies);
     float *hx = rnd((size_t)n * K, 1.0f, 0.0f, LG_KDT_F16);
     void *x = up(hx, (size_t)n * K, LG_KDT_F16);
     free(hx);
@@ -1573,11 +1588,90 @@ static void bench_quant(const lg_quant_scheme *s, int n, int M, int K, qvar v, i
                us16 / us, 100.0 * read_us / us, read_us,
                100.0 * bytes / (read_us * 1e-6) / 1e9 / copy_gbs);
     }
-    for (int i = 1; i < copies; i++)
-        cudaFree((void *)c.wq[i].codes), cudaFree((void *)c.wq[i].scales),
-            cudaFree((void *)c.wq[i].mins);
+    qmat_copies_free(&c, copies);
     qmat_free(&w);
     cudaFree(x), cudaFree(c.y);
+}
+
+/* Decode's fused products on the one-row kernel, in the GEMVs' conditions: gate|up with SwiGLU
+ * (heads 0) or q|k|v with RoPE and the cache writes (heads of hd, as many kv heads). */
+typedef struct fused_ctx {
+    gemv_ctx g;
+    int heads, hd;
+    const float *inv_freq;
+    lg_kcache_dst dst;
+} fused_ctx;
+
+static void launch_fused(void *ctx, int copy)
+{
+    fused_ctx *c = ctx;
+    if (c->heads)
+        KK(lg_k_gemv_quant_rope_kv(c->g.y, LG_KDT_F16, &c->g.wq[copy], c->g.x, c->heads, c->heads,
+                                   c->hd, NULL, 100, c->inv_freq, 1.0f, &c->dst, NULL));
+    else
+        KK(lg_k_gemv_quant_glu(c->g.y, LG_KDT_F16, &c->g.wq[copy], c->g.x, LG_KDT_F16, NULL));
+}
+
+/* us, the rate of what the product reads (codes, scales, mins, x) and its fraction of copy, with
+ * the block's warps. rows: 2F for gate|up, 3 heads hd for q|k|v. */
+static void bench_fused(const lg_quant_scheme *s, int rows, int K, int heads, int hd,
+                        double copy_gbs, size_t l2)
+{
+    qmat_pair w;
+    qmat_make(&w, s, rows, K);
+    qmat_tile(&w);
+    size_t qbytes = lg_kqmat_bytes(&w.d);
+    int copies = rotation_copies(qbytes, l2);
+    fused_ctx c = {.g = {.dt = LG_KDT_F16, .n = 1, .M = rows, .K = K}, .heads = heads, .hd = hd};
+    qmat_copies(&c.g, &w, copies);
+    float *hx = rnd((size_t)K, 1.0f, 0.0f, LG_KDT_F16);
+    c.g.x = up(hx, (size_t)K, LG_KDT_F16);
+    c.g.y = dpoison((size_t)rows * 2);
+    int kvd = heads * hd, warps;
+    float *inv = NULL;
+    if (heads) {
+        inv = xmalloc((size_t)hd / 2 * sizeof(float));
+        for (int i = 0; i < hd / 2; i++)
+            inv[i] = powf(10000.0f, -2.0f * i / hd);
+        c.inv_freq = up(inv, (size_t)hd / 2, LG_KDT_F32);
+        int zero = 0;
+        c.dst = (lg_kcache_dst){dpoison((size_t)kvd * 2), dpoison((size_t)kvd * 2), kvd,
+                                up_int(&zero, 1), up_int(&zero, 1), NULL, 0};
+        warps = lg_k_gemv_quant_rope_kv_warps(&w.d, c.g.x, heads, heads, hd);
+    } else {
+        warps = lg_k_gemv_quant_glu_warps(&w.d, c.g.x);
+    }
+    char sn[32];
+    scheme_name(s, sn, sizeof sn);
+    if (!warps) {
+        printf("BENCH fused      %-11s %-4s M %5d K %5d: not taken\n", sn, heads ? "rope" : "glu",
+               rows, K);
+    } else {
+        float us = time_launches(launch_fused, &c, copies);
+        double bytes = qbytes + (double)K * 2, gbs = bytes / (us * 1e-6) / 1e9;
+        printf("BENCH fused      %-11s %-4s M %5d K %5d w%-2d: %8.1f us  %7.1f GB/s  %5.1f%% of "
+               "copy\n", sn, heads ? "rope" : "glu", rows, K, warps, us, gbs,
+               100.0 * gbs / copy_gbs);
+    }
+    qmat_copies_free(&c.g, copies);
+    qmat_free(&w);
+    free(hx), free(inv);
+    cudaFree((void *)c.g.x), cudaFree(c.g.y), cudaFree((void *)c.inv_freq);
+    cudaFree(c.dst.k_cache), cudaFree(c.dst.v_cache), cudaFree(c.dst.slot_pos);
+    cudaFree((void *)c.dst.slots);
+}
+
+/* The fused products on 7B's shapes and on their shards for 2 and 4 GPUs (tensor parallel), q4
+ * with mins at every load width (groups of 64, 32, 128) and q8. */
+static void bench_fused_all(size_t l2, double copy)
+{
+    const lg_quant_scheme schemes[] = {{LG_QUANT_Q4, 64, 1}, {LG_QUANT_Q4, 32, 1},
+                                       {LG_QUANT_Q4, 128, 1}, {LG_QUANT_Q8, 0, 0}};
+    for (int j = 0; j < 4; j++)
+        for (int tp = 1; tp <= 4; tp *= 2) {
+            bench_fused(&schemes[j], 2 * 11008 / tp, 4096, 0, 0, copy, l2);
+            bench_fused(&schemes[j], 3 * 4096 / tp, 4096, 32 / tp, 128, copy, l2);
+        }
 }
 
 static void print_gemv16(int n, int M, int K, float us, double copy_gbs, size_t l2)
@@ -1632,6 +1726,7 @@ static void bench_quant_all(size_t l2, double copy)
                             us16s[i], l2);
     for (int j = 0; j < ns; j++)
         bench_quant(&schemes[j], 1, 11008, 4096, QV_DEFAULT, 1, copy, 0, l2);
+    bench_fused_all(l2, copy);
 }
 
 /* visible (query, key) pairs of a full-sequence prefill of T tokens under mask */
@@ -1918,6 +2013,7 @@ static const char *usage =
     "  --checks-quant         the quantized GEMV and dequantization checks only\n"
     "  --bench-gemv           the 16-bit GEMV table only\n"
     "  --bench-quant          the quantized GEMV and dequantization table only\n"
+    "  --bench-fused          decode's fused quantized products (SwiGLU, RoPE) only\n"
     "  --bench-prefill        the prefill attention table only\n"
     "  --bench-decode-splits  decode attention under several split targets\n"
     "  --help                 this text\n";
@@ -1925,7 +2021,7 @@ static const char *usage =
 int main(int argc, char **argv)
 {
     static const char *known[] = {"--no-bench", "--checks-quant", "--bench-gemv", "--bench-quant",
-                                  "--bench-prefill", "--bench-decode-splits"};
+                                  "--bench-fused", "--bench-prefill", "--bench-decode-splits"};
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         fputs(usage, stdout);
         return 0;
@@ -1967,10 +2063,14 @@ int main(int argc, char **argv)
         lg_blas_destroy(blas);
         return 0;
     }
-    if (argc > 1 && strcmp(argv[1], "--bench-quant") == 0) { /* the quantized GEMV table alone */
+    if (argc > 1 && (strcmp(argv[1], "--bench-quant") == 0 ||
+                     strcmp(argv[1], "--bench-fused") == 0)) { /* the quantized tables alone */
         double copy = copy_bandwidth();
         printf("BENCH device-to-device copy: %.1f GB/s (read + write)\n", copy);
-        bench_quant_all((size_t)prop.l2CacheSize, copy);
+        if (strcmp(argv[1], "--bench-quant") == 0)
+            bench_quant_all((size_t)prop.l2CacheSize, copy);
+        else
+            bench_fused_all((size_t)prop.l2CacheSize, copy);
         return 0;
     }
     printf("%-20s %-52s %9s %9s %9s  %s\n", "kernel", "shape", "rel", "max abs", "rel32", "");
