@@ -58,8 +58,10 @@ int lg_k_attn_cache_set_split_target(int blocks);
  * q_pos[t] (device int array) or, when q_pos is NULL, q_pos0 + t. A slot is read when
  * 0 <= slot_pos[s] <= query position and the mask shows it. n_live (device int, may be NULL): only
  * slots s < *n_live are considered, so that a captured CUDA graph can keep n_slots at the cache's
- * capacity while the cache fills. The slots are split into chunks processed in parallel and merged
- * (flash-decoding, the last split of each query and head to finish merging them); ws:
+ * capacity while the cache fills. A cache of up to 512 slots is read by one block of 16 warps a
+ * query and head (while the queries are few); a longer one is split into chunks processed in
+ * parallel and merged (flash-decoding, the last split of each query and head to finish merging
+ * them); ws:
  * lg_k_attn_cache_ws_bytes(n, shape, n_slots) bytes of device memory, set up by
  * lg_k_attn_cache_ws_init.
  * mask NULL = full (host pointer). */

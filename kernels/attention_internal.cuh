@@ -27,6 +27,7 @@ struct lg_rows_params {
     int split_len, n_splits;
     float *ws; /* [n][n_heads][n_splits][head_dim + 2] partials, or NULL when n_splits == 1 */
     unsigned *done; /* [n][n_heads] splits finished, zero between calls (with ws) */
+    int whole_cache; /* blocks of WHOLE_WARPS warps, not ROWS_WARPS; only with n_splits == 1 */
 };
 
 /* Launches the row kernel (and the merge of splits when n_splits > 1); n queries. */

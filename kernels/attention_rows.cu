@@ -17,6 +17,7 @@
 #include "attention_internal.cuh"
 
 #define ROWS_WARPS 4
+#define WHOLE_WARPS 16 /* a block over a whole short cache (decode): see lg_k_attn_cache */
 
 /* VEC elements of a row: held as loaded (raw: 16, 8 or 4 bytes), unpacked to floats where used. */
 template <typename T, int VEC> struct vec_io;
@@ -182,11 +183,12 @@ template <typename T> __device__ void merge_splits(const lg_rows_params &p, int 
  * find them there. */
 #define PREFETCH_SLOTS 128
 template <typename T> __device__ __forceinline__ void prefetch_split(const lg_rows_params &p,
-                                                                     int kvh, int s_begin)
+                                                                     int kvh, int s_begin,
+                                                                     int max_slots)
 {
     const int row_bytes = p.head_dim * (int)sizeof(T);
     const int lines = (row_bytes + 127) / 128; /* 128-byte lines a row, rows 16-byte aligned */
-    const int slots = min(PREFETCH_SLOTS, p.n_slots - s_begin);
+    const int slots = min(max_slots, p.n_slots - s_begin);
     for (int i = threadIdx.x; i < slots * lines * 2; i += blockDim.x) {
         int line = i % lines, s = s_begin + (i / lines) / 2;
         const T *base = (i / lines) % 2 ? (const T *)p.v + (size_t)s * p.ldv
@@ -196,16 +198,17 @@ template <typename T> __device__ __forceinline__ void prefetch_split(const lg_ro
     }
 }
 
-template <typename T, int VEC, int G, int NPER, int NS = 4>
-__global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_params p)
+template <typename T, int VEC, int G, int NPER, int W = ROWS_WARPS, int NS = 4>
+__global__ void __launch_bounds__(W * 32) attn_rows_kernel(lg_rows_params p)
 {
+    static_assert(W == ROWS_WARPS || W == WHOLE_WARPS, "blocks of ROWS_WARPS or WHOLE_WARPS warps");
     constexpr int SPW = 32 / G; /* slots a warp handles per step */
     const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int gl = lane % G, gi = lane / G;
     const int hd = p.head_dim, nchunk = hd / VEC;
     const int kvh = h / p.group;
-    prefetch_split<T>(p, kvh, split * p.split_len);
+    prefetch_split<T>(p, kvh, split * p.split_len, PREFETCH_SLOTS * W / ROWS_WARPS);
     lg_pdl_wait(); /* q, the cache and n_live come from earlier kernels */
     lg_pdl_trigger();
     const int qpos = p.q_pos ? p.q_pos[t] : p.q_pos0 + t;
@@ -250,7 +253,7 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
      * index (a slot's position only decides whether its score counts), and the next step's loads
      * are issued before this step's arithmetic: two steps in flight, one memory latency hidden
      * behind the other. */
-    constexpr int STEP = ROWS_WARPS * SPW;
+    constexpr int STEP = W * SPW;
     typedef kv_step<T, VEC, NPER, NS> step_t;
     auto issue = [&](step_t &b, int s0) {
         /* contiguous keys: a step the mask hides (uniform over the block) is not loaded */
@@ -346,8 +349,8 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
     }
 
     /* merge the warps through shared memory: warp w, lane gl < G writes its state */
-    __shared__ float sm_m[ROWS_WARPS], sm_l[ROWS_WARPS];
-    __shared__ float sm_acc[ROWS_WARPS][256];
+    __shared__ float sm_m[W], sm_l[W];
+    __shared__ float sm_acc[W][256];
     if (gi == 0) {
         if (gl == 0) {
             sm_m[warp] = m;
@@ -363,12 +366,12 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
         }
     }
     __syncthreads();
-    /* every thread merges the 4 warp states for its output elements d = threadIdx.x + k*128 */
+    /* every thread merges the W warp states for its output elements d = threadIdx.x + k * 32W */
     float mm = -INFINITY;
-    for (int w = 0; w < ROWS_WARPS; w++)
+    for (int w = 0; w < W; w++)
         mm = fmaxf(mm, sm_m[w]);
-    float cw[ROWS_WARPS], lt = 0.0f;
-    for (int w = 0; w < ROWS_WARPS; w++) {
+    float cw[W], lt = 0.0f;
+    for (int w = 0; w < W; w++) {
         cw[w] = mm == -INFINITY ? 0.0f : exp2f(sm_m[w] - mm);
         lt += sm_l[w] * cw[w];
     }
@@ -376,7 +379,7 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
     float *part = p.ws ? p.ws + (row * p.n_splits + split) * (size_t)(hd + 2) : NULL;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float a = 0.0f;
-        for (int w = 0; w < ROWS_WARPS; w++)
+        for (int w = 0; w < W; w++)
             a += cw[w] * sm_acc[w][d];
         if (part) {
             part[2 + d] = a;
@@ -385,6 +388,10 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
             o[d] = lg_elem<T>::from_f(lt > 0.0f ? a / lt : 0.0f);
         }
     }
+    /* whole-cache blocks are launched over one split only (lg_k_attn_cache): no partials, and no
+     * merge, which is written for blocks of ROWS_WARPS */
+    if constexpr (W != ROWS_WARPS)
+        return;
     if (!part)
         return;
     if (threadIdx.x == 0) {
@@ -406,7 +413,7 @@ __global__ void __launch_bounds__(ROWS_WARPS * 32) attn_rows_kernel(lg_rows_para
         p.done[row] = 0; /* as the workspace was given */
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, int W>
 static void rows_launch_vec(const lg_rows_params *p, int n, cudaStream_t s)
 {
     dim3 grid(p->n_splits, p->n_heads, n);
@@ -414,28 +421,32 @@ static void rows_launch_vec(const lg_rows_params *p, int n, cudaStream_t s)
     /* G lanes a slot: the smallest power of two covering the head's chunks, at most 32 (then each
      * lane holds up to 4 chunks: head_dim <= 256 with VEC = 2) */
     if (chunks <= 1)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 1, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 1, 1, W>, grid, W * 32, 0, s, *p);
     else if (chunks <= 2)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 2, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 2, 1, W>, grid, W * 32, 0, s, *p);
     else if (chunks <= 4)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 4, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 4, 1, W>, grid, W * 32, 0, s, *p);
     else if (chunks <= 8)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 8, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 8, 1, W>, grid, W * 32, 0, s, *p);
     else if (chunks <= 16)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 16, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 16, 1, W>, grid, W * 32, 0, s, *p);
     else if (chunks <= 32)
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 1>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 1, W>, grid, W * 32, 0, s, *p);
     else
-        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 4>, grid, ROWS_WARPS * 32, 0, s, *p);
+        lg_launch_pdl(attn_rows_kernel<T, VEC, 32, 4, W>, grid, W * 32, 0, s, *p);
 }
 
 template <typename T>
 static void rows_launch_t(const lg_rows_params *p, int n, bool wide, cudaStream_t s)
 {
-    if (wide)
-        rows_launch_vec<T, lg_vec16<T>::N>(p, n, s);
+    if (p->whole_cache && wide)
+        rows_launch_vec<T, lg_vec16<T>::N, WHOLE_WARPS>(p, n, s);
+    else if (p->whole_cache)
+        rows_launch_vec<T, 2, WHOLE_WARPS>(p, n, s);
+    else if (wide)
+        rows_launch_vec<T, lg_vec16<T>::N, ROWS_WARPS>(p, n, s);
     else
-        rows_launch_vec<T, 2>(p, n, s);
+        rows_launch_vec<T, 2, ROWS_WARPS>(p, n, s);
 }
 
 int lg_rows_launch(const lg_rows_params *p, lg_kdtype dt, int n, cudaStream_t s, const char *who)
@@ -492,11 +503,31 @@ extern "C" int lg_k_attn_cache_set_split_target(int blocks)
     return 0;
 }
 
+/* A short cache (decode at short context, a small sliding window's ring) gets one block of
+ * WHOLE_WARPS warps per query and head, over every slot: its loads are in flight in one or two
+ * round trips (128 slots a step, two steps in flight) and there is no split to merge (the merge's
+ * partials, fence, counter and L2 reads are on a decode step's critical path). Only while the
+ * whole-cache blocks' warps stay within the split target's. 512 slots (prefetch_split's reach at
+ * WHOLE_WARPS): on an 8-layer 7B on the H200 these blocks made a token 2-6% faster up to 448 slots
+ * and 7% slower at 1088 (docs/BENCHMARKS.md). */
+#define WHOLE_MAX_SLOTS 512
+
+static bool cache_whole(int n, int n_heads, int n_slots)
+{
+    return n_slots <= WHOLE_MAX_SLOTS &&
+           (long)n * n_heads * WHOLE_WARPS <= (long)split_target * ROWS_WARPS;
+}
+
 /* Slots per split: enough splits that n * n_heads * splits fills the GPU a few times over (about
- * split_target blocks), but at least 128 slots a split so the merge stays cheap. Depends only on the
- * arguments, so lg_k_attn_cache_ws_bytes and the launcher agree. */
+ * split_target blocks), but at least 128 slots a split so the merge stays cheap; one split when the
+ * blocks take whole caches. Depends only on the arguments, so lg_k_attn_cache_ws_bytes and the
+ * launcher agree. */
 static int cache_split_len(int n, int n_heads, int n_slots, int *n_splits)
 {
+    if (cache_whole(n, n_heads, n_slots)) {
+        *n_splits = 1;
+        return n_slots;
+    }
     long per = (long)n * n_heads;
     long want = (split_target + per - 1) / per;
     long len = (n_slots + want - 1) / want;
@@ -576,6 +607,7 @@ extern "C" int lg_k_attn_cache(void *out, int ldo, const void *q, int ldq, const
     p.head_dim = hd;
     p.scale_log2 = shape->scale * 1.4426950408889634f;
     p.split_len = cache_split_len(n, shape->n_heads, n_slots, &p.n_splits);
+    p.whole_cache = cache_whole(n, shape->n_heads, n_slots);
     if (p.n_splits > 1) {
         size_t need = lg_k_attn_cache_ws_bytes(n, shape, n_slots);
         if (!ws || ws_bytes < need)

@@ -1880,6 +1880,11 @@ static void bench_decode_splits(double copy)
     static const int targets[] = {256, 512, 1024, 2048};
     lg_kmask full = {LG_KMASK_FULL, 0, 0, 0, 0, 0};
     lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
+    /* short caches (decode at short context): one whole-cache block a head up to 512 slots, splits
+     * past it */
+    static const int short_slots[] = {128, 192, 256, 384, 512, 513, 1024};
+    for (int i = 0; i < 7; i++)
+        bench_decode(LG_KDT_F16, short_slots[i], 32, 32, 128, &full, short_slots[i] - 1, copy);
     for (int i = 0; i < 4; i++) {
         KK(lg_k_attn_cache_set_split_target(targets[i]));
         printf("BENCH decode split target %d blocks\n", targets[i]);
@@ -2223,6 +2228,13 @@ int main(int argc, char **argv)
             check_cache(dt, 4999, 3, 4, 2, 64, masks[m], 0, 1);
             check_cache(dt, 300, 2, 4, 4, 32, masks[m], 7, 0);
             check_cache(dt, 300, 1, 4, 2, 8, masks[m], 7, 1);
+            /* caches of at most 512 slots: one whole-cache block a query and head, no split */
+            check_cache(dt, 200, 1, 8, 4, 128, masks[m], 20, 1);
+            check_cache(dt, 250, 2, 4, 2, 64, masks[m], 5, 0);
+            check_cache(dt, 131, 1, 4, 1, 96, masks[m], 0, 1);
+            check_cache(dt, 100, 1, 4, 2, 8, masks[m], 7, 1);
+            check_cache(dt, 440, 1, 8, 2, 128, masks[m], 34, 1); /* 512 slots: 4 steps */
+            check_cache(dt, 511, 1, 4, 4, 128, masks[m], 1, 0);  /* 513 slots: split again */
         }
         check_cache(dt, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
         /* two heads: 157 splits, more than the merge weighs in one round (MERGE_CHUNK, 128) */
@@ -2261,6 +2273,10 @@ int main(int argc, char **argv)
         check_cache(F32, 300, 2, 4, 4, 32, masks[m], 7, 0);
         check_cache(F32, 300, 1, 8, 4, 8, masks[m], 7, 1);
         check_cache(F32, 300, 1, 4, 2, 6, masks[m], 7, 1);
+        check_cache(F32, 200, 1, 8, 4, 128, masks[m], 20, 1);
+        check_cache(F32, 440, 1, 8, 2, 128, masks[m], 34, 1);
+        check_cache(F32, 131, 1, 4, 1, 96, masks[m], 0, 1);
+        check_cache(F32, 100, 1, 4, 2, 6, masks[m], 7, 1);
     }
     check_cache(F32, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
     /* kv_write: the 16-byte copy (pad 0 or 8 with kv_dim % 4 == 0) and the 4-byte one */
@@ -2291,7 +2307,9 @@ int main(int argc, char **argv)
         bench_quant_all((size_t)prop.l2CacheSize, copy);
         lg_kmask sw_llm = {LG_KMASK_SINK_WINDOW, 64, 4096, 0, 0, 0};
         bench_prefill_all();
-        /* Llama-2-7B's attention layer at 4K, 32K and 128K, and its sink_window twin */
+        /* Llama-2-7B's attention layer at 192 slots (one whole-cache block a head), 4K, 32K and
+         * 128K, and its sink_window twin */
+        bench_decode(LG_KDT_F16, 192, 32, 32, 128, &full, 191, copy);
         bench_decode(LG_KDT_F16, 4096, 32, 32, 128, &full, 4095, copy);
         bench_decode(LG_KDT_F16, 32768, 32, 32, 128, &full, 32767, copy);
         bench_decode(LG_KDT_F16, 131072, 32, 32, 128, &full, 131071, copy);
