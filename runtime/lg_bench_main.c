@@ -15,7 +15,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: lg-bench MODEL [--device cpu|cuda] [--ctx N[,N...]] [--decode N] [--dtype f16|bf16|f32]\n"
-"                [--chunk N] [--seed S] [--plan FILE] [--tp N [--tp-no-comm]]\n"
+"                [--chunk N] [--seed S] [--plan FILE] [--tp N [--tp-no-comm]] [--max-seq N]\n"
 "For each context N: a fresh engine (max_seq N + decode), a prompt of N random token ids (BOS\n"
 "first), timed from the call to its last logits on the host (prefill), then --decode greedy tokens\n"
 "(default 32) timed one by one (the median ms/token; 3 untimed tokens first, so that the CUDA\n"
@@ -26,7 +26,10 @@ static void usage(FILE *f)
 "float type (f32, bf16, else f16; f16 for a quantized checkpoint, which takes no f32).\n"
 "--tp N splits the model over N GPUs (tensor parallel); the JSON then has per-GPU weights and peak\n"
 "memory. --tp-no-comm leaves the all-reduces out (wrong logits): the time a step takes without\n"
-"communication, so that the share spent in all-reduce is 1 - t(no comm) / t.\n");
+"communication, so that the share spent in all-reduce is 1 - t(no comm) / t.\n"
+"--max-seq N makes every engine hold up to N positions (at least each context + decode + 3), as a\n"
+"long generation or a server's session does: the caches are allocated for N while the timed\n"
+"steps use their start.\n");
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
@@ -76,7 +79,8 @@ static int bench_ctx(const lg_model *m, const char *device, const lg_engine_opts
 {
     lg_err err;
     lg_engine_opts o = *base;
-    o.max_seq = (int)(ctx + n_decode + 3);
+    if (o.max_seq < ctx + n_decode + 3)
+        o.max_seq = (int)(ctx + n_decode + 3);
     double t0 = lg_now();
     lg_engine *e = lg_engine_new(m, device, &o, &err);
     double t_engine = lg_now() - t0;
@@ -157,14 +161,15 @@ done:
 
 int main(int argc, char **argv)
 {
-    enum { O_DEVICE = 256, O_CTX, O_DECODE, O_DTYPE, O_CHUNK, O_SEED, O_PLAN, O_TP, O_NOCOMM };
+    enum { O_DEVICE = 256, O_CTX, O_DECODE, O_DTYPE, O_CHUNK, O_SEED, O_PLAN, O_TP, O_NOCOMM,
+           O_MAXSEQ };
     static const struct option longs[] = {
         {"device", required_argument, 0, O_DEVICE}, {"ctx", required_argument, 0, O_CTX},
         {"decode", required_argument, 0, O_DECODE}, {"dtype", required_argument, 0, O_DTYPE},
         {"chunk", required_argument, 0, O_CHUNK},   {"seed", required_argument, 0, O_SEED},
         {"plan", required_argument, 0, O_PLAN},     {"help", no_argument, 0, 'h'},
         {"tp", required_argument, 0, O_TP},         {"tp-no-comm", no_argument, 0, O_NOCOMM},
-        {0, 0, 0, 0}};
+        {"max-seq", required_argument, 0, O_MAXSEQ}, {0, 0, 0, 0}};
     const char *device = "cpu", *ctx_list = "4096", *plan = NULL;
     lg_engine_opts eo = {0};
     long n_decode = 32, v;
@@ -205,6 +210,11 @@ int main(int argc, char **argv)
             break;
         }
         case O_NOCOMM: eo.tp_skip_comm = 1; break;
+        case O_MAXSEQ:
+            if (parse_long("--max-seq", optarg, 2, 1L << 30, &v))
+                return 2;
+            eo.max_seq = (int)v;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
