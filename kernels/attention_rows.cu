@@ -540,6 +540,14 @@ static int cache_split_len(int n, int n_heads, int n_slots, int *n_splits)
     return (int)len;
 }
 
+extern "C" long lg_k_attn_cache_slot_bound(long live)
+{
+    long b = 128; /* a split's least length */
+    while (b < live && b < (1L << 40))
+        b <<= 1;
+    return b;
+}
+
 /* The workspace: a counter per (query, head) of how many of its splits are done, then the splits'
  * partial states. Splits exist only while n * n_heads < split_target <= 8192, so the counters fit a
  * region of fixed size, which every call (any n, any layer) finds at the same place, zeroed. */

@@ -22,6 +22,7 @@
 #define HEAD_ROWS LG_CUDA_HEAD_ROWS
 #define GEMV_ROWS 4        /* up to this many rows the products are matrix-vector kernels */
 #define STAGE_BYTES ((size_t)32 << 20) /* each of the two pinned upload buffers */
+#define MAX_GRAPHS 32 /* decode graphs: slot bounds 128, 256, ... (attn_hi) up to max_seq < 2^31 */
 
 /* Every kernel launcher returns 0 or -1 with lg_k_last_error(); so do the functions below, until
  * the public operations turn the message into an lg_err. */
@@ -110,9 +111,15 @@ struct cuda_fwd {
     void *pf_ws; /* prefill attention's workspace (bfloat16 on Hopper: V as float16), bytes */
     long pf_ws_cap;
 
-    /* decode graph: 0 not yet tried, 1 captured, -1 capture failed (eager launches) */
-    int graph_state, decodes;
-    cudaGraphExec_t graph;
+    /* decode graphs, one for each slot bound (attn_hi): a graph's attention is launched for its
+     * bound's slot counts and serves while the positions held stay within the bound. state: 0 not
+     * yet tried, 1 captured, -1 capture failed (eager launches) */
+    struct {
+        long hi;
+        int state, runs;
+        cudaGraphExec_t exec;
+    } graphs[MAX_GRAPHS];
+    int n_graphs, graphs_off, decodes;
 
     long n_pos; /* positions held; -1 after a failed call */
 
@@ -514,6 +521,16 @@ static int n_live(const cuda_layer *L, long end)
     }
 }
 
+/* The bound on positions held that attention is launched for once positions 0 .. end-1 are
+ * written: each layer's launch takes the slots it will consider at the bound, n_live(L, hi), not its
+ * capacity, so that a long cache holding few positions is split for what it holds (kernels/
+ * attention.h). One decode graph a bound. */
+static long attn_hi(const cuda_fwd *f, long end)
+{
+    long hi = lg_k_attn_cache_slot_bound(end);
+    return hi < f->max_seq ? hi : f->max_seq;
+}
+
 /* Positions layer L holds after positions 0 .. n-1. */
 static long held_positions(const cuda_layer *L, long n)
 {
@@ -658,8 +675,9 @@ static int qkv_rows(cuda_fwd *f, const cuda_layer *L, const float *x, int n, con
 
 /* A step: n rows (ids and positions in the device parameters) through every layer into f->x_step.
  * The parameters: ids[n], pos[n], n_live[L], slots[L][n]. With graph != 0 nothing may depend on
- * host values that change between tokens: every position comes from the parameters. */
-static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
+ * host values that change between tokens: every position comes from the parameters, and attention
+ * is launched for the positions held up to hi (attn_hi), which the parameters stay within. */
+static int step_layers(cuda_fwd *f, int n, int pos0, int graph, long hi)
 {
     const int *ids = f->par_d, *pos = f->par_d + n, *live = f->par_d + 2 * n;
     const int *slots = f->par_d + 2 * n + f->n_layers;
@@ -673,7 +691,7 @@ static int step_layers(cuda_fwd *f, int n, int pos0, int graph)
                                 (size_t)f->pf_ws_cap, f->st));
         else
             K(lg_k_attn_cache(f->att, f->qd, f->qkv, f->qkv_dim, L->k, f->kvd, L->v, f->kvd,
-                              f->dt, L->slot_pos, L->n_slots, live + l, n, pos, 0, &f->shape,
+                              f->dt, L->slot_pos, n_live(L, hi), live + l, n, pos, 0, &f->shape,
                               &L->mask, f->attn_ws, f->attn_ws_bytes, f->st));
         K(mm_residual(f, f->x_step, f->att, f->qd, &L->o, n, f->qd));
         K(mlp_rows(f, L, f->x_step, n));
@@ -838,16 +856,52 @@ static int prefill_layers(cuda_fwd *f, const int *tokens, int n)
     return 0;
 }
 
-static int decode_enqueue(cuda_fwd *f)
+static int decode_enqueue(cuda_fwd *f, long hi)
 {
     LG_CUDA_TRY(cudaMemcpyAsync(f->par_d, f->par_h, sizeof(int) * (size_t)(2 + 2 * f->n_layers),
                                 cudaMemcpyHostToDevice, f->st));
-    K(step_layers(f, 1, 0, 1));
+    K(step_layers(f, 1, 0, 1, hi));
     return head_rows(f, f->x_step, 1);
 }
 
-/* One token at pos0: the captured graph when it exists (the third decode captures it: the first
- * ones run eagerly so that every kernel is loaded first), eager launches otherwise. Leaves the
+/* The index in f->graphs of slot bound hi's decode graph, new (state 0) the first time; -1 when the
+ * table is full (eager launches then). */
+static int graph_of(cuda_fwd *f, long hi)
+{
+    for (int i = 0; i < f->n_graphs; i++)
+        if (f->graphs[i].hi == hi)
+            return i;
+    if (f->n_graphs == MAX_GRAPHS)
+        return -1;
+    int i = f->n_graphs++;
+    f->graphs[i].hi = hi;
+    f->graphs[i].state = 0;
+    f->graphs[i].runs = 0;
+    return i;
+}
+
+/* Captures the decode step of slot bound hi into graph gi (state 1), or marks it uncapturable
+ * (state -1: eager launches for it from then on). */
+static void capture_graph(cuda_fwd *f, int gi, long hi)
+{
+    cudaGraph_t g = NULL;
+    int ok = cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    int rc = ok ? decode_enqueue(f, hi) : -1;
+    if (ok && cudaStreamEndCapture(f->st, &g) != cudaSuccess)
+        rc = -1;
+    if (rc == 0 && cudaGraphInstantiate(&f->graphs[gi].exec, g, 0) == cudaSuccess) {
+        f->graphs[gi].state = 1;
+    } else {
+        cudaGetLastError(); /* fall back to eager launches for this bound */
+        f->graphs[gi].state = -1;
+    }
+    if (g)
+        cudaGraphDestroy(g);
+}
+
+/* One token at pos0: the captured graph of its slot bound when it exists, eager launches
+ * otherwise. A bound's graph is captured at its second decode, and not before the engine's third:
+ * the decodes before run eagerly so that every kernel they launch is loaded first. Leaves the
  * logits in f->logits_h. */
 static int decode_one(cuda_fwd *f, int token, long pos0)
 {
@@ -859,26 +913,17 @@ static int decode_one(cuda_fwd *f, int token, long pos0)
         p[2 + l] = n_live(&f->L[l], pos0 + 1);
         p[2 + L + l] = (int)lg_kv_slot_of(&f->L[l].lay, pos0);
     }
-    if (f->graph_state == 0 && f->decodes >= 2) {
-        cudaGraph_t g = NULL;
-        int ok = cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-        int rc = ok ? decode_enqueue(f) : -1;
-        if (ok && cudaStreamEndCapture(f->st, &g) != cudaSuccess)
-            rc = -1;
-        if (rc == 0 && cudaGraphInstantiate(&f->graph, g, 0) == cudaSuccess) {
-            f->graph_state = 1;
-        } else {
-            cudaGetLastError(); /* fall back to eager launches for good */
-            f->graph_state = -1;
-        }
-        if (g)
-            cudaGraphDestroy(g);
-    }
+    long hi = attn_hi(f, pos0 + 1);
+    int gi = f->graphs_off ? -1 : graph_of(f, hi);
+    if (gi >= 0 && f->graphs[gi].state == 0 && f->graphs[gi].runs >= 1 && f->decodes >= 2)
+        capture_graph(f, gi, hi);
     f->decodes++;
-    if (f->graph_state == 1)
-        LG_CUDA_TRY(cudaGraphLaunch(f->graph, f->st));
+    if (gi >= 0)
+        f->graphs[gi].runs++;
+    if (gi >= 0 && f->graphs[gi].state == 1)
+        LG_CUDA_TRY(cudaGraphLaunch(f->graphs[gi].exec, f->st));
     else
-        K(decode_enqueue(f));
+        K(decode_enqueue(f, hi));
     return sync(f);
 }
 
@@ -949,7 +994,8 @@ static int run(cuda_fwd *f, const int *tokens, int n, long pos0, lg_logits_rows 
         }
         if (cn > 1)
             prefill_ws(f, p0 + cn);
-        if (step_params(f, tokens + off, cn, p0) != 0 || step_layers(f, cn, (int)p0, 0) != 0)
+        if (step_params(f, tokens + off, cn, p0) != 0 ||
+            step_layers(f, cn, (int)p0, 0, attn_hi(f, p0 + cn)) != 0)
             goto cuda_fail;
         f->n_pos = p0 + cn;
         if (rows == LG_LOGITS_ALL)
@@ -1034,8 +1080,9 @@ void lg_cuda_rank_free(cuda_fwd *f)
     cudaSetDevice(f->device);
     if (f->st)
         cudaStreamSynchronize(f->st);
-    if (f->graph_state == 1)
-        cudaGraphExecDestroy(f->graph);
+    for (int i = 0; i < f->n_graphs; i++)
+        if (f->graphs[i].state == 1)
+            cudaGraphExecDestroy(f->graphs[i].exec);
     if (f->L)
         for (int l = 0; l < f->n_layers; l++) {
             cudaFree(f->L[l].k);
@@ -1256,13 +1303,19 @@ static int alloc_state(cuda_fwd *f)
             dalloc(f, (void **)&L->slot_pos, sizeof(int) * L->n_slots, what) != 0)
             return -1;
         LG_CUDA_TRY(cudaMemset(L->slot_pos, 0xff, sizeof(int) * L->n_slots));
-        /* full layers: attention over slots one token at a time; sparse: steps of up to S rows
-         * (the workspace depends on the row count, not monotonically: take the largest) */
+        /* full layers: attention over slots one token at a time; sparse: steps of up to S rows,
+         * launched for every slot bound (attn_hi) up to max_seq (the workspace depends on the row
+         * and slot counts, not monotonically: take the largest) */
         int q_max = L->attn.kind == LG_ATTN_FULL ? 1 : f->S;
-        for (int q = 1; q <= q_max; q++) {
-            size_t w = lg_k_attn_cache_ws_bytes(q, &f->shape, L->n_slots);
-            if (w > ws)
-                ws = w;
+        for (long end = 1;; end = attn_hi(f, end) + 1) {
+            int slots = n_live(L, attn_hi(f, end));
+            for (int q = 1; q <= q_max; q++) {
+                size_t w = lg_k_attn_cache_ws_bytes(q, &f->shape, slots);
+                if (w > ws)
+                    ws = w;
+            }
+            if (attn_hi(f, end) >= f->max_seq)
+                break;
         }
     }
     f->attn_ws_bytes = ws;
@@ -1423,7 +1476,7 @@ cuda_fwd *lg_cuda_rank_new(const lg_model *m, const lg_engine_opts *opts,
         return NULL;
     }
     if (getenv("LG_CUDA_GRAPH") && strcmp(getenv("LG_CUDA_GRAPH"), "0") == 0)
-        f->graph_state = -1;
+        f->graphs_off = 1;
     sample_mem(f);
     return f;
 }

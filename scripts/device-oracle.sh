@@ -5,7 +5,9 @@
 # stride 4; half the layers full, the rest block_strided 8, 1, 3). For each: `lg-eval reference
 # --device cpu` (float32 CPU path: logits, nll and 32 greedy ids of the reference's input ids) then
 # `lg-eval verify --device cuda` against it: within 2e-3 relative, every argmax and the greedy ids
-# identical. Exit 1 when any layout fails.
+# identical. Last, the plan on a short prompt and a long generation (24 random ids, 700 greedy
+# tokens): the decode then crosses the slot bounds 128, 256 and 512 of the engine's decode graphs,
+# each launched for fewer slots than the caches hold. Exit 1 when any layout fails.
 #
 # usage: scripts/device-oracle.sh        (builds first: scripts/device-build.sh)
 #        LG_PREBUILT=DIR scripts/device-oracle.sh   (lg-convert and lg-eval already built, in DIR)
@@ -21,23 +23,27 @@ src=models/kjv-tiny-longgen
 work=$(mktemp -d /tmp/lg-device-oracle-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 status=0
+ref_ids="--ids-from $src/reference.safetensors --greedy 32"
 layouts=(
-  "plan|--plan $src/longgen_plan.json"
-  "sink_window(4,64) everywhere|--full-layers none --sparse sink_window:sink=4,window=64"
-  "block_strided(16,2,4) everywhere|--full-layers none --sparse block_strided:block=16,local=2,stride=4"
-  "half full, block_strided(8,1,3)|--full-layers 0-2 --sparse block_strided:block=8,local=1,stride=3"
+  "plan|--plan $src/longgen_plan.json|$ref_ids"
+  "sink_window(4,64) everywhere|--full-layers none --sparse sink_window:sink=4,window=64|$ref_ids"
+  "block_strided(16,2,4) everywhere|--full-layers none --sparse block_strided:block=16,local=2,stride=4|$ref_ids"
+  "half full, block_strided(8,1,3)|--full-layers 0-2 --sparse block_strided:block=8,local=1,stride=3|$ref_ids"
+  "plan, 24 ids + 700 greedy|--plan $src/longgen_plan.json|--random 24 --greedy 700"
 )
 echo "| layout | cuda vs cpu rel_err | max_abs | argmax | greedy | verdict |"
 echo "| --- | --- | --- | --- | --- | --- |"
 i=0
 for entry in "${layouts[@]}"; do
   name=${entry%%|*}
-  read -r -a how <<< "${entry#*|}"
+  rest=${entry#*|}
+  read -r -a how <<< "${rest%%|*}"
+  read -r -a ref <<< "${rest#*|}"
   out=$work/m$i
   i=$((i + 1))
   if ! "$B"/lg-convert "$src" -o "$out" -q --rope keep "${how[@]}" ||
-     ! "$B"/lg-eval reference "$out" -o "$out.cpu.safetensors" --ids-from "$src/reference.safetensors" \
-       --greedy 32 --device cpu 2> "$out.log"; then
+     ! "$B"/lg-eval reference "$out" -o "$out.cpu.safetensors" "${ref[@]}" --device cpu \
+       2> "$out.log"; then
     echo "| $name | conversion or CPU reference failed: $(tail -1 "$out.log" 2>/dev/null) | | | | FAIL |"
     status=1
     continue
