@@ -1139,6 +1139,19 @@ static void check_cache(lg_kdtype dt, int P, int n, int nh, int nkv, int hd, con
     cudaFree(dqpos), cudaFree(dqslot), cudaFree(dkn), cudaFree(dvn), cudaFree(dnan), cudaFree(ws);
 }
 
+/* lg_k_attn_cache_slot_bound: a power of two, at least 128 and the live slots, under twice them */
+static void check_slot_bound(void)
+{
+    static const long live[] = {0, 1, 127, 128, 129, 511, 512, 513, 1000, 4097, 131072, 131073};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        long b = lg_k_attn_cache_slot_bound(live[i]);
+        int ok = b >= 128 && b >= live[i] && (b & (b - 1)) == 0 && (b == 128 || b < 2 * live[i]);
+        char shape[64];
+        snprintf(shape, sizeof shape, "live %ld -> %ld", live[i], b);
+        report_exact("attn_cache_slot_bound", shape, ok);
+    }
+}
+
 /* pad: extra elements per row of k and v (0 or 8 keeps 16-byte rows when kvd fills whole 16-byte
  * units: the 16-byte copy; 2 does not: the copy by element, 2 or 4 bytes). */
 static void check_kv_write(lg_kdtype dt, int n, int kvd, int n_slots, int pad)
@@ -2279,6 +2292,7 @@ int main(int argc, char **argv)
         check_cache(F32, 100, 1, 4, 2, 6, masks[m], 7, 1);
     }
     check_cache(F32, 20000, 1, 8, 8, 128, &sw_big, 0, 0);
+    check_slot_bound();
     /* kv_write: the 16-byte copy (pad 0 or 8 with kv_dim % 4 == 0) and the 4-byte one */
     check_kv_write(F32, 7, 1024, 33, 2);
     check_kv_write(F32, 5, 1024, 9, 8);
