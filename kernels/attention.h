@@ -46,7 +46,7 @@ size_t lg_k_attn_cache_ws_bytes(int n, const lg_kattn_shape *shape, int n_slots)
 /* The n_slots to launch lg_k_attn_cache with while at most `live` slots are live (n_live's value),
  * for a caller that keeps one launch (a captured graph) while the cache fills: the smallest power of
  * two >= live, at least 128. The launch's shape follows n_slots, not n_live: a cache of capacity
- * 32768 holding 1000 slots would be split for 32768 (a few splits of 2048 slots, one of them doing
+ * 32768 holding 1000 slots would be split for 32768 (splits of 2048 slots for 32 heads, one doing
  * all the work); launched for 1024 it is split for what it holds. Powers of two keep the launch
  * shapes few (one graph each) and the slots scanned within twice the live ones. The caller takes
  * the smaller of this and its cache's capacity. */
